@@ -1,0 +1,160 @@
+"""The bot's one typed configuration: a TOML file overridden by LUCIE_BOT_ environment variables."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Lang = Literal["fr", "en"]
+ENV_PREFIX = "LUCIE_BOT_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the operator."""
+
+
+class MatrixSettings(BaseModel):
+    homeserver: str = Field(description="Homeserver base URL, e.g. https://matrix.example.org")
+    user_id: str = Field(description="The bot's full Matrix id, e.g. @lucie:example.org")
+    password: SecretStr | None = Field(default=None, description="Used once, to log in")
+    access_token: SecretStr | None = None
+    device_id: str | None = None
+    device_name: str = "lucie-bot"
+    allowed_inviters: list[str] = Field(
+        default_factory=list,
+        description="Globs over user ids or servers whose invites are accepted",
+    )
+    encryption: bool = True
+    sync_timeout_ms: int = Field(default=30_000, ge=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("user_id")
+    @classmethod
+    def _mxid(cls, value: str) -> str:
+        if not value.startswith("@") or ":" not in value:
+            raise ValueError("must be a full Matrix id like @lucie:example.org")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MatrixSettings:
+        has_token = self.access_token is not None and self.device_id is not None
+        if self.password is None and not has_token:
+            raise ValueError("set matrix.password, or matrix.access_token with matrix.device_id")
+        return self
+
+
+class LLMSettings(BaseModel):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "OpenLLM-France/Lucie-7B-Instruct"
+    api_key: SecretStr | None = None
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    max_tokens: int = Field(default=1024, gt=0)
+    context_tokens: int = Field(
+        default=4096, gt=0, description="Token budget of the prompt sent to the model"
+    )
+    tokenize: Literal["auto", "off"] = "auto"
+    max_concurrent_requests: int = Field(default=4, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_token_timeout_s: float = Field(default=60.0, gt=0)
+    chunk_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class BotSettings(BaseModel):
+    command_prefix: str = Field(default="!lucie", min_length=1)
+    default_lang: Lang = "fr"
+    operators: list[str] = Field(default_factory=list, description="User ids with admin rights")
+    catch_up_minutes: float = Field(default=10.0, ge=0)
+    dm_idle_minutes: float = Field(default=60.0, gt=0)
+    dm_history_messages: int = Field(default=20, ge=1)
+    edit_interval_s: float = Field(default=1.5, ge=0)
+    max_edits_per_answer: int = Field(default=20, ge=0)
+    final_edit_timeout_s: float = Field(default=600.0, gt=0)
+    prompts_dir: Path | None = Field(
+        default=None, description="Folder with system.<lang>.md and join_notice.<lang>.md"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_content: bool = Field(
+        default=False, description="Log message texts (debugging only; off protects privacy)"
+    )
+    matrix: MatrixSettings
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    bot: BotSettings = Field(default_factory=BotSettings)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read the TOML file (if any) under the environment; raise ConfigError naming the field."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        try:
+            tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            return tuple(sources)
+
+    try:
+        loaded = _FileSettings()
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return Settings.model_construct(**dict(loaded))
+
+
+def _describe(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
+    message = error["msg"].removeprefix("Value error, ")
+    if not location:
+        return f"invalid configuration: {message}"
+    env_name = ENV_PREFIX + location.upper().replace(".", "__")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid setting {location}: {message} (config file or {env_name}){more}"

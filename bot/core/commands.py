@@ -1,0 +1,152 @@
+"""Room commands: `!lucie help | prompt … | mode … | lang … | reset`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.config import Settings
+from bot.core.events import TextMessage
+from bot.core.governance import may_change_power_levels
+from bot.core.ports import ChatPort
+from bot.storage.store import Store
+from bot.texts import PromptTexts, say
+
+log = logging.getLogger(__name__)
+MAX_PROMPT_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: list[str]
+    rest: str  # the raw text after the sub-command, for prompt texts
+
+
+def parse_command(body: str, prefix: str) -> Command | None:
+    text = body.strip()
+    if not text.lower().startswith(prefix.lower()):
+        return None
+    after = text[len(prefix) :]
+    if after and not after[0].isspace():
+        return None  # "!luciefoo" is not ours
+    words = after.split()
+    if not words:
+        return Command("help", [], "")
+    name = words[0].lower()
+    rest = after.strip()[len(words[0]) :].strip()
+    return Command(name, [w.lower() for w in words[1:]], rest)
+
+
+class Commands:
+    def __init__(
+        self, settings: Settings, store: Store, port: ChatPort, prompts: PromptTexts
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.port = port
+        self.prompts = prompts
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.bot.command_prefix
+
+    async def run(self, command: Command, message: TextMessage, lang: str) -> str:
+        """Carry out a command and return the notice text to answer with."""
+        handler = {
+            "help": self._help,
+            "prompt": self._prompt,
+            "mode": self._mode,
+            "lang": self._lang,
+            "reset": self._reset,
+        }.get(command.name)
+        if handler is None:
+            return say(lang, "cmd.unknown", command=command.name[:40], prefix=self.prefix)
+        return await handler(command, message, lang)
+
+    async def is_admin(self, room_id: str, user_id: str) -> bool:
+        if user_id in self.settings.bot.operators:
+            return True
+        # read fresh every time: a cached copy would let a demoted admin keep the right
+        levels = await self.port.power_levels(room_id)
+        return levels is not None and may_change_power_levels(levels, user_id)
+
+    async def _help(self, command: Command, message: TextMessage, lang: str) -> str:
+        return say(lang, "cmd.help", prefix=self.prefix)
+
+    async def _prompt(self, command: Command, message: TextMessage, lang: str) -> str:
+        action = command.args[0] if command.args else "show"
+        room_id, sender = message.room_id, message.sender
+        if action == "show":
+            return await self._show_prompt(room_id, lang)
+        if action == "history":
+            return await self._history(room_id, lang)
+        if action not in ("set", "reset"):
+            return say(lang, "cmd.prompt.usage", prefix=self.prefix)
+        if not await self.is_admin(room_id, sender):
+            return say(lang, "cmd.not_admin")
+        if action == "reset":
+            version = await self.store.add_prompt(room_id, None, sender, _now_ms())
+            log.info("prompt of %s reset to default by %s (v%d)", room_id, sender, version)
+            return say(lang, "cmd.prompt.reset", version=version)
+        text = command.rest[len("set") :].strip()
+        if not text:
+            return say(lang, "cmd.prompt.empty", prefix=self.prefix)
+        version = await self.store.add_prompt(room_id, text[:MAX_PROMPT_CHARS], sender, _now_ms())
+        log.info("prompt of %s set by %s (v%d)", room_id, sender, version)
+        return say(lang, "cmd.prompt.set", version=version)
+
+    async def _show_prompt(self, room_id: str, lang: str) -> str:
+        current = await self.store.current_prompt(room_id)
+        if current is None or current.text is None:
+            origin = say(lang, "cmd.prompt.default")
+            version = current.version if current else 0
+            text = self.prompts.system(lang)
+        else:
+            origin = say(lang, "cmd.prompt.set_by", who=current.set_by, when=_date(current.set_at))
+            version, text = current.version, current.text
+        quoted = "\n".join(f"> {line}" for line in text.splitlines())
+        return say(lang, "cmd.prompt.show", version=version, origin=origin, text=quoted)
+
+    async def _history(self, room_id: str, lang: str) -> str:
+        rows = await self.store.prompt_history(room_id)
+        if not rows:
+            return say(lang, "cmd.prompt.history_empty")
+        lines = []
+        for row in rows[:20]:
+            summary = say(lang, "cmd.prompt.default") if row.text is None else row.text
+            summary = summary.replace("\n", " ")
+            if len(summary) > 80:
+                summary = summary[:79] + "…"
+            lines.append(f"- v{row.version}, {_date(row.set_at)}, {row.set_by}: {summary}")
+        return say(lang, "cmd.prompt.history", lines="\n".join(lines))
+
+    async def _mode(self, command: Command, message: TextMessage, lang: str) -> str:
+        if not command.args or command.args[0] not in ("mention", "all"):
+            return say(lang, "cmd.mode.usage", prefix=self.prefix)
+        if not await self.is_admin(message.room_id, message.sender):
+            return say(lang, "cmd.not_admin")
+        await self.store.set_room(message.room_id, mode=command.args[0])
+        return say(lang, "cmd.mode.set", mode=command.args[0])
+
+    async def _lang(self, command: Command, message: TextMessage, lang: str) -> str:
+        if not command.args or command.args[0] not in ("fr", "en"):
+            return say(lang, "cmd.lang.usage", prefix=self.prefix)
+        if not await self.is_admin(message.room_id, message.sender):
+            return say(lang, "cmd.not_admin")
+        await self.store.set_room(message.room_id, lang=command.args[0])
+        return say(command.args[0], "cmd.lang.set")
+
+    async def _reset(self, command: Command, message: TextMessage, lang: str) -> str:
+        await self.store.set_room(message.room_id, dm_reset_at=message.ts)
+        return say(lang, "cmd.reset")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _date(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

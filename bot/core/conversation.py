@@ -1,0 +1,351 @@
+"""The relay: decides what to answer, builds the model's context, streams the answer back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.config import Settings
+from bot.core.commands import Command, Commands, parse_command
+from bot.core.context import Turn, fit_to_budget, to_messages
+from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
+from bot.core.governance import inviter_allowed, normalise_vote
+from bot.core.ports import ChatPort
+from bot.core.render import message_content
+from bot.core.scheduler import FairScheduler
+from bot.core.streaming import ReplyStream, retrying
+from bot.core.triggers import Situation, mentions_bot, should_answer, strip_bot_name
+from bot.llm.client import ChatModel, LLMError, Sampling, StreamResult
+from bot.storage.store import AnswerRow, MessageRow, RoomRow, Store
+from bot.texts import PromptTexts, say
+
+log = logging.getLogger(__name__)
+MAX_CHAIN = 50
+TYPING_REFRESH_S = 20
+NOTICE_TIMEOUT_S = 120
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        model: ChatModel,
+        port: ChatPort,
+        prompts: PromptTexts,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.model = model
+        self.port = port
+        self.prompts = prompts
+        self.commands = Commands(settings, store, port, prompts)
+        self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._active: set[int] = set()
+
+    @property
+    def bot_id(self) -> str:
+        return self.port.user_id
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def idle(self) -> None:
+        """Wait until no answer is in progress (tests and shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # Rooms
+    def accepts_invite(self, inviter: str) -> bool:
+        matrix, bot = self.settings.matrix, self.settings.bot
+        return inviter_allowed(inviter, matrix.allowed_inviters, bot.operators)
+
+    async def joined(self, room_id: str) -> None:
+        """After the bot accepted an invite: remember when, and introduce itself once."""
+        await self.store.add_room(room_id, now_ms())
+        self._spawn(self._introduce(room_id), name=f"notice-{room_id}")
+
+    async def _introduce(self, room_id: str) -> None:
+        room = await self._room(room_id)
+        if room.notice_sent:
+            return
+        lang = room.lang or self.settings.bot.default_lang
+        text = self.prompts.join_notice(lang, self.settings.bot.command_prefix)
+        if await self._notice(room_id, text) is not None:
+            await self.store.set_room(room_id, notice_sent=1)
+
+    async def _room(self, room_id: str) -> RoomRow:
+        room = await self.store.room(room_id)
+        if room is None:
+            # in a room we have no record of (database replaced): answer only what comes next
+            await self.store.add_room(room_id, now_ms())
+            room = await self.store.room(room_id)
+            assert room is not None
+        return room
+
+    async def _notice(
+        self, room_id: str, text: str, reply_to: str | None = None, thread: str | None = None
+    ) -> str | None:
+        content = message_content(text, "m.notice", reply_to=reply_to, thread_root=thread)
+        return await retrying(lambda: self.port.send(room_id, content), NOTICE_TIMEOUT_S)
+
+    # Incoming events
+    async def on_message(self, room_id: str, event: dict[str, Any], is_dm: bool) -> None:
+        message = parse_message(room_id, event)
+        if message is None or message.sender == self.bot_id:
+            return
+        if message.msgtype != "m.text" or message.is_edit:
+            return
+        room = await self._room(room_id)
+        catch_up_ms = self.settings.bot.catch_up_minutes * 60_000
+        if message.ts < room.joined_at or message.ts < now_ms() - catch_up_ms:
+            return  # history: sent before the bot joined, or too long ago to answer now
+        lang = room.lang or self.settings.bot.default_lang
+        command = parse_command(message.body, self.settings.bot.command_prefix)
+        if command is not None:
+            if await self.store.claim_event(message.event_id, now_ms()):
+                self._spawn(self._command(command, message, lang), name=f"command-{room_id}")
+            return
+        display_name = self.port.display_name(room_id, self.bot_id)
+        situation = Situation(
+            is_dm=is_dm,
+            mode=room.mode,
+            replies_to_bot=bool(message.reply_to) and await self._from_bot(message.reply_to),
+            in_bot_thread=bool(message.thread_root)
+            and await self._bot_thread(room_id, message.thread_root),
+        )
+        mentioned = mentions_bot(message, self.bot_id, display_name)
+        if not should_answer(message, situation, mentioned):
+            return
+        await self._save(message)
+        queued = await self.store.queue_answer(
+            room_id, message.event_id, message.ts, message.thread_root, now_ms()
+        )
+        if queued:
+            row = await self.store.answer_for_question(message.event_id)
+            assert row is not None
+            self._schedule(row, is_dm)
+        if self.settings.log_content:
+            log.debug("question %s in %s: %r", message.event_id, room_id, message.body)
+
+    async def _command(self, command: Command, message: TextMessage, lang: str) -> None:
+        reply = await self.commands.run(command, message, lang)
+        await self._notice(message.room_id, reply, message.event_id, message.thread_root)
+
+    async def _from_bot(self, event_id: str) -> bool:
+        stored = await self.store.message(event_id)
+        if stored is not None:
+            return stored.from_bot
+        return await self.store.answer_by_event(event_id) is not None
+
+    async def _bot_thread(self, room_id: str, root: str) -> bool:
+        return await self.store.bot_answered_in_thread(room_id, root) or await self._from_bot(root)
+
+    async def _save(self, message: TextMessage) -> MessageRow:
+        row = MessageRow(
+            event_id=message.event_id,
+            room_id=message.room_id,
+            sender=message.sender,
+            sender_name=self.port.display_name(message.room_id, message.sender),
+            body=message.body,
+            ts=message.ts,
+            reply_to=message.reply_to,
+            thread_root=message.thread_root,
+            from_bot=message.sender == self.bot_id,
+        )
+        await self.store.save_message(row)
+        return row
+
+    async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
+        reaction = parse_reaction(room_id, event)
+        if reaction is None or reaction.sender == self.bot_id:
+            return
+        vote = normalise_vote(reaction.key)
+        if vote is None or await self.store.answer_by_event(reaction.target) is None:
+            return
+        await self.store.add_vote(
+            reaction.event_id, reaction.target, room_id, reaction.sender, vote, reaction.key,
+            reaction.ts,
+        )  # fmt: skip
+
+    async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
+        redaction = parse_redaction(room_id, event)
+        if redaction is not None:
+            await self.store.withdraw_vote(redaction.redacts, now_ms())
+
+    # Answers
+    async def resume(self, dm_rooms: set[str]) -> None:
+        """Answers owed from before a restart: finish them once, or drop those too old."""
+        oldest = now_ms() - self.settings.bot.catch_up_minutes * 60_000
+        for row in await self.store.open_answers():
+            if row.question_ts < oldest:
+                status = "cut" if row.answer_event_id else "skipped"
+                await self.store.update_answer(row.id, status=status, finished_at=now_ms())
+                continue
+            log.info("resuming answer to %s in %s", row.question_event_id, row.room_id)
+            self._schedule(row, row.room_id in dm_rooms)
+
+    def _schedule(self, row: AnswerRow, is_dm: bool) -> None:
+        if row.id in self._active:
+            return
+        self._active.add(row.id)
+        self._spawn(self._answer(row, is_dm), name=f"answer-{row.id}")
+
+    async def _answer(self, row: AnswerRow, is_dm: bool) -> None:
+        typing = asyncio.create_task(self._keep_typing(row.room_id))
+        try:
+            question = await self.store.message(row.question_event_id)
+            if question is None:
+                await self.store.update_answer(row.id, status="error", error="question lost")
+                return
+            async with self.scheduler.slot(row.room_id):
+                await self._generate(row, question, is_dm)
+        finally:
+            typing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await typing
+            self._active.discard(row.id)
+            with contextlib.suppress(Exception):
+                await self.port.typing(row.room_id, False)
+
+    async def _keep_typing(self, room_id: str) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.port.typing(room_id, True)
+            await asyncio.sleep(TYPING_REFRESH_S)
+
+    async def _generate(self, row: AnswerRow, question: MessageRow, is_dm: bool) -> None:
+        room = await self._room(row.room_id)
+        lang = room.lang or self.settings.bot.default_lang
+        prompt = await self.store.current_prompt(row.room_id)
+        system = prompt.text if prompt and prompt.text else self.prompts.system(lang)
+        turns = await self._conversation(question, room, is_dm)
+        messages = to_messages(system, turns, name_speakers=not is_dm)
+        messages, _ = await fit_to_budget(
+            messages, self.settings.llm.context_tokens, self.model.count_tokens
+        )
+        llm = self.settings.llm
+        sampling = Sampling(llm.temperature, llm.top_p, llm.max_tokens)
+        started = now_ms()
+        await self.store.update_answer(
+            row.id, status="streaming", request_messages=messages,
+            prompt_version=prompt.version if prompt else 0, model=self.model.model,
+            sampling=sampling.as_dict(), started_at=started, attempts=row.attempts + 1,
+        )  # fmt: skip
+
+        async def first_event(event_id: str) -> None:
+            await self.store.update_answer(row.id, answer_event_id=event_id)
+            await self.store.save_message(
+                MessageRow(event_id, row.room_id, self.bot_id, None, "", now_ms(),
+                           question.event_id, question.thread_root, True)
+            )  # fmt: skip
+
+        bot = self.settings.bot
+        stream = ReplyStream(
+            self.port, row.room_id, reply_to=question.event_id, thread_root=question.thread_root,
+            mention=question.sender, interval=bot.edit_interval_s, max_edits=bot.max_edits_per_answer,
+            final_timeout=bot.final_edit_timeout_s, on_first_event=first_event,
+            existing_event_id=row.answer_event_id,
+        )  # fmt: skip
+        result, text, error = StreamResult(), "", None
+        try:
+            async for delta in self.model.stream(messages, sampling, result):
+                text += delta
+                if text.strip():
+                    stream.update(text.strip())
+        except LLMError as exc:
+            error = exc
+            log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
+        answer = text.strip()
+        if error is None and answer:
+            status, final = "complete", answer
+        else:
+            status = "cut" if answer else "error"
+            marker = say(lang, "answer.incomplete")
+            final = f"{answer}\n\n{marker}" if answer else (marker if stream.event_id else "")
+        landed = await stream.finish(final) if final else True
+        if error is not None or not answer:
+            key = f"error.{error.kind}" if error else "error.empty"
+            notice = say(lang, key, prefix=bot.command_prefix)
+            await self._notice(row.room_id, notice, question.event_id, question.thread_root)
+        await self.store.update_answer(
+            row.id, status=status if landed else "cut", text=final or None,
+            error=str(error) if error else None, tokens=result.tokens, edits=stream.edits,
+            first_token_at=int(result.first_token_at * 1000) if result.first_token_at else None,
+            first_visible_at=int(stream.first_visible_at * 1000) if stream.first_visible_at else None,
+            finished_at=now_ms(),
+        )  # fmt: skip
+        if stream.event_id:
+            await self.store.save_message(
+                MessageRow(stream.event_id, row.room_id, self.bot_id, None, final, now_ms(),
+                           question.event_id, question.thread_root, True)
+            )  # fmt: skip
+
+    async def _conversation(self, question: MessageRow, room: RoomRow, is_dm: bool) -> list[Turn]:
+        if question.thread_root:
+            root = await self._message(room.room_id, question.thread_root)
+            later = await self.store.thread_messages(room.room_id, question.thread_root, MAX_CHAIN)
+            chain = ([root] if root else []) + [m for m in later if m.ts <= question.ts]
+        elif question.reply_to:
+            chain = [question]
+            while chain[0].reply_to and len(chain) < MAX_CHAIN:
+                earlier = await self._message(room.room_id, chain[0].reply_to)
+                if earlier is None:
+                    break
+                chain.insert(0, earlier)
+        elif is_dm:
+            chain = await self._recent_exchange(question, room)
+        else:
+            chain = [question]
+        return [self._turn(message) for message in chain if message.body.strip()]
+
+    async def _recent_exchange(self, question: MessageRow, room: RoomRow) -> list[MessageRow]:
+        bot = self.settings.bot
+        recent = await self.store.recent_messages(
+            room.room_id, room.dm_reset_at, bot.dm_history_messages
+        )
+        recent = [m for m in recent if m.ts <= question.ts and m.event_id != question.event_id]
+        recent.append(question)
+        idle_ms = bot.dm_idle_minutes * 60_000
+        start = 0
+        for index in range(1, len(recent)):
+            if recent[index].ts - recent[index - 1].ts > idle_ms:
+                start = index  # a long pause starts a new conversation
+        return recent[start:]
+
+    def _turn(self, message: MessageRow) -> Turn:
+        if message.from_bot:
+            return Turn("assistant", message.body)
+        display_name = self.port.display_name(message.room_id, self.bot_id)
+        body = strip_bot_name(message.body, self.bot_id, display_name)
+        return Turn("user", body, speaker=message.sender_name or message.sender)
+
+    async def _message(self, room_id: str, event_id: str) -> MessageRow | None:
+        stored = await self.store.message(event_id)
+        if stored is not None:
+            return stored
+        fetched = await self.port.fetch_message(room_id, event_id)
+        if fetched is None:
+            return None
+        return await self._save(fetched)

@@ -1,0 +1,48 @@
+"""Who may invite the bot, who counts as a room admin, and what a vote key means."""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+_VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
+_SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
+VOTE_KEYS = {"\U0001f44d": "up", "\U0001f44e": "down", "+1": "up", "-1": "down"}
+
+
+def inviter_allowed(user_id: str, patterns: list[str], operators: list[str]) -> bool:
+    """Patterns starting with @ match whole user ids; others match the user's server."""
+    if user_id in operators:
+        return True
+    server = user_id.split(":", 1)[1] if ":" in user_id else ""
+    for pattern in patterns:
+        target = user_id if pattern.startswith("@") else server
+        if fnmatchcase(target, pattern):
+            return True
+    return False
+
+
+def _level(value: Any, default: int) -> int:
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)  # old rooms may carry levels as strings
+    return default
+
+
+def may_change_power_levels(levels: dict[str, Any], user_id: str) -> bool:
+    """A room admin: allowed to send m.room.power_levels (Tchap admin 100, Twake Chat admin 80)."""
+    users = levels.get("users") if isinstance(levels.get("users"), dict) else {}
+    events = levels.get("events") if isinstance(levels.get("events"), dict) else {}
+    user_level = _level(users.get(user_id), _level(levels.get("users_default"), 0))
+    state_default = _level(levels.get("state_default"), 50)
+    needed = _level(events.get("m.room.power_levels"), state_default)
+    return user_level >= needed
+
+
+def normalise_vote(key: str) -> str | None:
+    """'up', 'down' or None; 👍️ (with U+FE0F) and 👍🏽 count as 👍."""
+    bare = "".join(ch for ch in key if ch not in _VARIATION_SELECTORS and ch not in _SKIN_TONES)
+    return VOTE_KEYS.get(bare.strip())

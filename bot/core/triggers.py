@@ -1,0 +1,66 @@
+"""When the bot answers a message, and what the question is once its name is taken out."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from bot.core.events import TextMessage
+
+ANSWERED_MSGTYPES = ("m.text",)
+
+
+@dataclass(frozen=True)
+class Situation:
+    """What the conversation layer knows about a message's place, besides the message."""
+
+    is_dm: bool
+    mode: str  # "mention" or "all"
+    replies_to_bot: bool
+    in_bot_thread: bool
+
+
+def mentions_bot(message: TextMessage, bot_id: str, display_name: str | None) -> bool:
+    if message.mentioned_user_ids is not None and bot_id in message.mentioned_user_ids:
+        return True
+    if message.formatted_body and _pill_pattern(bot_id).search(message.formatted_body):
+        return True
+    if display_name and _name_pattern(display_name).search(message.body):
+        return True
+    # Some clients write the plain id in the body without m.mentions.
+    return bot_id in message.body
+
+
+def should_answer(message: TextMessage, situation: Situation, mentioned: bool) -> bool:
+    if message.msgtype not in ANSWERED_MSGTYPES or message.is_edit:
+        return False
+    if not message.body.strip():
+        return False
+    return (
+        situation.is_dm
+        or situation.mode == "all"
+        or mentioned
+        or situation.replies_to_bot
+        or situation.in_bot_thread
+    )
+
+
+def strip_bot_name(body: str, bot_id: str, display_name: str | None) -> str:
+    """'Lucie: what is X?' asks 'what is X?'."""
+    names = [re.escape(bot_id)]
+    if display_name:
+        names.insert(0, re.escape(display_name))
+    leading = re.compile(r"^\s*@?(?:" + "|".join(names) + r")\s*[:,]?\s*", re.IGNORECASE)
+    stripped = leading.sub("", body, count=1)
+    return stripped if stripped.strip() else body
+
+
+def _pill_pattern(bot_id: str) -> re.Pattern[str]:
+    encoded = re.escape(urllib.parse.quote(bot_id, safe=""))
+    plain = re.escape(bot_id)
+    return re.compile(rf"https://matrix\.to/#/(?:{plain}|{encoded})", re.IGNORECASE)
+
+
+def _name_pattern(display_name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w@]){re.escape(display_name)}(?!\w)", re.IGNORECASE)

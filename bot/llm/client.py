@@ -1,0 +1,224 @@
+"""Client for an OpenAI-compatible chat server (vLLM, llama.cpp, TGI, Ollama): streaming and token counts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError, aconnect_sse
+
+from bot.config import LLMSettings
+
+log = logging.getLogger(__name__)
+
+# Without a /tokenize endpoint: about 3 characters a token for French and English text with
+# Llama-3-style tokenizers (it errs towards counting too many), plus the chat template's
+# per-message header.
+CHARS_PER_TOKEN = 3.0
+TOKENS_PER_MESSAGE = 4
+
+
+class LLMError(Exception):
+    """The model server failed; kind says how, for the user notice and the stored record."""
+
+    KINDS = ("unreachable", "timeout", "server", "context_too_long", "bad_response", "rejected")
+
+    def __init__(self, kind: str, detail: str) -> None:
+        assert kind in self.KINDS
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+
+@dataclass
+class StreamResult:
+    """Filled in while a stream runs."""
+
+    finish_reason: str | None = None
+    tokens: int = 0
+    first_token_at: float | None = None
+
+
+class ChatModel:
+    def __init__(self, settings: LLMSettings, http: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        headers = {}
+        if settings.api_key is not None:
+            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+        # Read timeouts are enforced per chunk below, where first and later chunks differ.
+        self.http = http or httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
+        )
+        self._tokenize_available: bool | None = None if settings.tokenize == "auto" else False
+        self._token_cache: OrderedDict[str, int] = OrderedDict()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    async def stream(
+        self, messages: list[dict[str, str]], sampling: Sampling, result: StreamResult
+    ) -> AsyncIterator[str]:
+        """Yield text deltas as the server produces them; raise LLMError on any failure."""
+        body = {
+            "model": self.settings.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **sampling.as_dict(),
+        }
+        url = f"{self.settings.base_url}/chat/completions"
+        deadline = time.monotonic() + self.settings.total_timeout_s
+        try:
+            async with aconnect_sse(self.http, "POST", url, json=body) as source:
+                await _raise_for_status(source.response)
+                events = source.aiter_sse()
+                while True:
+                    limit = (
+                        self.settings.first_token_timeout_s
+                        if result.first_token_at is None
+                        else self.settings.chunk_timeout_s
+                    )
+                    limit = min(limit, deadline - time.monotonic())
+                    if limit <= 0:
+                        raise LLMError("timeout", "answer took longer than total_timeout_s")
+                    try:
+                        async with asyncio.timeout(limit):
+                            event = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise LLMError("timeout", f"no data for {limit:.0f} s") from None
+                    if event.data.strip() == "[DONE]":
+                        break
+                    text = _delta(event.data, result)
+                    if text:
+                        if result.first_token_at is None:
+                            result.first_token_at = time.time()
+                        yield text
+        except LLMError:
+            raise
+        except httpx.TimeoutException as exc:
+            raise LLMError("timeout", type(exc).__name__) from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise LLMError("unreachable", type(exc).__name__) from None
+        except (httpx.HTTPError, SSEError) as exc:
+            raise LLMError("bad_response", f"{type(exc).__name__}: {exc}") from None
+
+    async def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        counts = await asyncio.gather(*(self._count(m["content"]) for m in messages))
+        return sum(counts) + TOKENS_PER_MESSAGE * len(messages)
+
+    async def _count(self, text: str) -> int:
+        cached = self._token_cache.get(text)
+        if cached is not None:
+            self._token_cache.move_to_end(text)
+            return cached
+        count = await self._tokenize(text) if self._tokenize_available is not False else None
+        if count is None:
+            return estimate_tokens(text)
+        self._token_cache[text] = count
+        if len(self._token_cache) > 4096:
+            self._token_cache.popitem(last=False)
+        return count
+
+    async def _tokenize(self, text: str) -> int | None:
+        """vLLM and llama.cpp serve /tokenize beside /v1; remember when a server has none."""
+        root = self.settings.base_url.removesuffix("/v1")
+        try:
+            response = await self.http.post(
+                f"{root}/tokenize",
+                json={"model": self.settings.model, "prompt": text, "content": text},
+                timeout=self.settings.connect_timeout_s,
+            )
+        except httpx.HTTPError:
+            return None
+        if response.status_code in (404, 405, 501):
+            self._tokenize_available = False
+            log.info("model server has no /tokenize; estimating token counts")
+            return None
+        try:
+            data = response.json()
+            count = data["count"] if "count" in data else len(data["tokens"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        self._tokenize_available = True
+        return int(count)
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+async def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        content_type = response.headers.get("content-type", "")
+        if "text/event-stream" not in content_type:
+            await response.aread()
+            raise LLMError("bad_response", f"expected an event stream, got {content_type!r}")
+        return
+    await response.aread()
+    detail = response.text[:300]
+    lowered = detail.lower()
+    if response.status_code in (400, 413) and ("context" in lowered or "too long" in lowered):
+        raise LLMError("context_too_long", detail)
+    if response.status_code >= 500:
+        raise LLMError("server", f"HTTP {response.status_code}")
+    raise LLMError("rejected", f"HTTP {response.status_code}: {detail}")
+
+
+def _delta(data: str, result: StreamResult) -> str:
+    try:
+        chunk = json.loads(data)
+    except json.JSONDecodeError:
+        raise LLMError("bad_response", "chunk is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise LLMError("bad_response", "chunk is not an object")
+    if "error" in chunk:
+        message = json.dumps(chunk["error"])[:300]
+        kind = "context_too_long" if "context" in message.lower() else "server"
+        raise LLMError(kind, message)
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        result.tokens = usage["completion_tokens"]
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        raise LLMError("bad_response", "chunk has no choices")
+    if not choices:
+        return ""  # the usage-only chunk at the end
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise LLMError("bad_response", "choice is not an object")
+    if choice.get("finish_reason"):
+        result.finish_reason = choice["finish_reason"]
+    delta = choice.get("delta") or {}
+    content = delta.get("content") if isinstance(delta, dict) else None
+    if content is None:
+        return ""
+    if not isinstance(content, str):
+        raise LLMError("bad_response", "delta content is not text")
+    if not usage:
+        result.tokens += 1
+    return content

@@ -1,0 +1,310 @@
+"""The Matrix side: login, encrypted sync loop with backoff, and sending for the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    JoinError,
+    LoginError,
+    MegolmEvent,
+    RoomGetEventResponse,
+    RoomGetStateEventResponse,
+    RoomSendError,
+    RoomSendResponse,
+    SyncError,
+    SyncResponse,
+)
+
+from bot.config import Settings
+from bot.core.conversation import Relay
+from bot.core.events import TextMessage, parse_message
+from bot.core.ports import RateLimited, SendFailed
+from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
+from bot.storage.store import Store
+
+log = logging.getLogger(__name__)
+PENDING_DECRYPTION_S = 600
+SYNC_FILTER = {
+    "room": {
+        "state": {"lazy_load_members": True},
+        "timeline": {"limit": 50, "lazy_load_members": True},
+    }
+}
+
+
+class LoginFailed(Exception):
+    """Start-up cannot go on: the homeserver refused the bot's credentials."""
+
+
+class MatrixTransport:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.user_id = settings.matrix.user_id
+        data_dir = settings.data_dir
+        self.credentials_path = data_dir / "credentials.json"
+        store_dir = data_dir / "crypto"
+        store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        config = AsyncClientConfig(
+            # nio would otherwise retry 429s and timeouts forever inside one call,
+            # stalling streaming answers; the relay and the sync loop retry themselves.
+            max_limit_exceeded=0,
+            max_timeouts=0,
+            encryption_enabled=settings.matrix.encryption,
+            store_sync_tokens=False,  # the sync position lives in our database
+            pickle_key=pickle_key(data_dir / "crypto.key"),
+            request_timeout=settings.matrix.request_timeout_s,
+        )
+        self.client = AsyncClient(
+            settings.matrix.homeserver, self.user_id, store_path=str(store_dir), config=config
+        )
+        self.relay: Relay | None = None
+        self._pending: dict[str, tuple[str, MegolmEvent, float]] = {}
+        self._requested_sessions: set[str] = set()
+        self._stopping = asyncio.Event()
+        self.synced_at = 0.0
+
+    # Login
+    async def login(self) -> None:
+        """Reuse the saved device and token; log in with the password only the first time."""
+        matrix = self.settings.matrix
+        saved = load_credentials(self.credentials_path)
+        if saved and saved.user_id == self.user_id and saved.homeserver == matrix.homeserver:
+            self.client.restore_login(saved.user_id, saved.device_id, saved.access_token)
+            log.info("restored device %s for %s", saved.device_id, self.user_id)
+        elif matrix.access_token is not None and matrix.device_id is not None:
+            token = matrix.access_token.get_secret_value()
+            self.client.restore_login(self.user_id, matrix.device_id, token)
+            self._save_login()
+        else:
+            await self._password_login()
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+
+    async def _password_login(self) -> None:
+        password = self.settings.matrix.password
+        if password is None:
+            raise LoginFailed("the access token was refused and no password is configured")
+        response = await self.client.login(
+            password.get_secret_value(), device_name=self.settings.matrix.device_name
+        )
+        if isinstance(response, LoginError):
+            raise LoginFailed(f"login refused: {response.message}")
+        log.info("logged in as %s, device %s", self.user_id, self.client.device_id)
+        self._save_login()
+
+    def _save_login(self) -> None:
+        save_credentials(
+            self.credentials_path,
+            Credentials(
+                homeserver=self.settings.matrix.homeserver,
+                user_id=self.user_id,
+                device_id=self.client.device_id,
+                access_token=self.client.access_token,
+            ),
+        )
+
+    # Sync loop
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, relay: Relay) -> None:
+        self.relay = relay
+        since = await self.store.sync_token()
+        first, failures = True, 0
+        while not self._stopping.is_set():
+            timeout = 0 if first else self.settings.matrix.sync_timeout_ms
+            try:
+                response = await self.client.sync(
+                    timeout=timeout, sync_filter=SYNC_FILTER, since=since, full_state=first
+                )
+            except Exception as exc:  # network errors, timeouts, malformed answers
+                response = None
+                log.warning("sync failed: %s", type(exc).__name__)
+            if not isinstance(response, SyncResponse):
+                failures += 1
+                await self._recover(response, failures)
+                continue
+            failures = 0
+            self.synced_at = time.time()
+            await self._crypto_housekeeping()
+            await self._dispatch(response)
+            since = response.next_batch
+            await self.store.set_sync_token(since)
+            if first:
+                await relay.resume(self.dm_rooms())
+                first = False
+
+    async def _recover(self, error: SyncError | None, failures: int) -> None:
+        delay = min(self.settings.matrix.max_backoff_s, 2 ** min(failures, 10)) / 2
+        delay *= 1 + random.random()
+        if isinstance(error, SyncError):
+            log.warning("sync error %s: %s", error.status_code, error.message)
+            if error.status_code == "M_UNKNOWN_TOKEN" and self.settings.matrix.password:
+                try:
+                    await self._password_login()  # same device id: keys stay valid
+                    return
+                except Exception as exc:
+                    log.error("could not log in again: %s", exc)
+            if error.status_code == "M_LIMIT_EXCEEDED" and error.retry_after_ms:
+                delay = max(delay, error.retry_after_ms / 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _crypto_housekeeping(self) -> None:
+        client = self.client
+        if not client.olm:
+            return
+        try:
+            await client.send_to_device_messages()
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
+        except Exception as exc:
+            log.warning("key maintenance failed: %s", type(exc).__name__)
+
+    def dm_rooms(self) -> set[str]:
+        return {room_id for room_id in self.client.rooms if self.is_dm(room_id)}
+
+    def is_dm(self, room_id: str) -> bool:
+        room = self.client.rooms.get(room_id)
+        return room is not None and room.member_count <= 2
+
+    async def _dispatch(self, response: SyncResponse) -> None:
+        assert self.relay is not None
+        for room_id, info in response.rooms.invite.items():
+            await self._on_invite(room_id, info.invite_state)
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                await self._on_event(room_id, event)
+        await self._retry_undecrypted()
+
+    async def _on_event(self, room_id: str, event: Any) -> None:
+        assert self.relay is not None
+        if isinstance(event, MegolmEvent):
+            await self._undecryptable(room_id, event)
+            return
+        source = getattr(event, "source", None)
+        if not isinstance(source, dict):
+            return
+        kind = source.get("type")
+        try:
+            if kind == "m.room.message":
+                await self.relay.on_message(room_id, source, self.is_dm(room_id))
+            elif kind == "m.reaction":
+                await self.relay.on_reaction(room_id, source)
+            elif kind == "m.room.redaction":
+                await self.relay.on_redaction(room_id, source)
+        except Exception:
+            # one bad event must not stop the others, nor the sync loop
+            log.exception("could not handle event %s in %s", source.get("event_id"), room_id)
+
+    async def _on_invite(self, room_id: str, invite_state: list[Any]) -> None:
+        assert self.relay is not None
+        inviter = next(
+            (
+                event.sender
+                for event in invite_state
+                if getattr(event, "state_key", None) == self.user_id
+                and getattr(event, "membership", None) == "invite"
+            ),
+            None,
+        )
+        if inviter is None or not self.relay.accepts_invite(inviter):
+            log.info("refused invite to %s from %s", room_id, inviter)
+            await self.client.room_leave(room_id)
+            return
+        response = await self.client.join(room_id)
+        if isinstance(response, JoinError):
+            log.warning("could not join %s: %s", room_id, response.message)
+            return
+        log.info("joined %s on invite from %s", room_id, inviter)
+        await self.relay.joined(room_id)
+
+    async def _undecryptable(self, room_id: str, event: MegolmEvent) -> None:
+        """Ask the sender's devices for the key quietly; answer once it arrives."""
+        self._pending[event.event_id] = (room_id, event, time.monotonic())
+        if event.session_id not in self._requested_sessions:
+            self._requested_sessions.add(event.session_id)
+            try:
+                await self.client.request_room_key(event)
+            except Exception as exc:
+                log.debug("room key request failed: %s", exc)
+
+    async def _retry_undecrypted(self) -> None:
+        now = time.monotonic()
+        for event_id, (room_id, event, seen) in list(self._pending.items()):
+            if now - seen > PENDING_DECRYPTION_S:
+                del self._pending[event_id]
+                continue
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except Exception:
+                continue
+            del self._pending[event_id]
+            await self._on_event(room_id, decrypted)
+
+    # The relay's port
+    async def send(self, room_id: str, content: dict[str, Any]) -> str:
+        try:
+            response = await self.client.room_send(
+                room_id, "m.room.message", content, ignore_unverified_devices=True
+            )
+        except Exception as exc:
+            raise SendFailed(f"{type(exc).__name__}: {exc}") from None
+        if isinstance(response, RoomSendResponse):
+            return response.event_id
+        if isinstance(response, RoomSendError) and response.status_code == "M_LIMIT_EXCEEDED":
+            raise RateLimited((response.retry_after_ms or 5000) / 1000)
+        raise SendFailed(getattr(response, "message", type(response).__name__))
+
+    async def typing(self, room_id: str, active: bool) -> None:
+        try:
+            await self.client.room_typing(room_id, active, timeout=30_000)
+        except Exception as exc:
+            log.debug("typing notification failed: %s", exc)
+
+    async def power_levels(self, room_id: str) -> dict[str, Any] | None:
+        try:
+            response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+        except Exception:
+            return None
+        if isinstance(response, RoomGetStateEventResponse):
+            return response.content
+        return None
+
+    async def fetch_message(self, room_id: str, event_id: str) -> TextMessage | None:
+        try:
+            response = await self.client.room_get_event(room_id, event_id)
+        except Exception:
+            return None
+        if not isinstance(response, RoomGetEventResponse):
+            return None
+        event = response.event
+        if isinstance(event, MegolmEvent):
+            try:
+                event = self.client.decrypt_event(event)
+            except Exception:
+                return None
+        source = getattr(event, "source", None)
+        return parse_message(room_id, source) if isinstance(source, dict) else None
+
+    def display_name(self, room_id: str, user_id: str) -> str | None:
+        room = self.client.rooms.get(room_id)
+        user = room.users.get(user_id) if room else None
+        return user.display_name if user and user.display_name else None
+
+    async def close(self) -> None:
+        # never log out: that would delete the device and its encryption keys
+        await self.client.close()

@@ -1,0 +1,86 @@
+"""Opening the SQLite database and bringing its schema up to date."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class SchemaError(Exception):
+    """The database cannot be used by this version of the bot."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    path: Path
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for path in sorted(MIGRATIONS_DIR.iterdir()):
+        match = _NAME.match(path.name)
+        if match:
+            found.append(Migration(int(match.group(1)), path))
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise SchemaError(f"migrations must be numbered 1..n without gaps, got {versions}")
+    return found
+
+
+async def open_database(path: Path) -> aiosqlite.Connection:
+    """Open (creating with mode 0600 if needed), switch to WAL and apply pending migrations."""
+    await asyncio.to_thread(_create_private, path)
+    conn = await aiosqlite.connect(path)
+    conn.row_factory = aiosqlite.Row
+    try:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await migrate(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+def _create_private(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.touch(mode=0o600, exist_ok=True)
+    os.chmod(path, 0o600)
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection) -> list[int]:
+    """Apply every migration above the stored version, each atomically; return those applied."""
+    current = await schema_version(conn)
+    known = migrations()
+    if current > len(known):
+        raise SchemaError(
+            f"database schema version {current} is newer than this bot knows ({len(known)})"
+        )
+    applied = []
+    for migration in known[current:]:
+        script = migration.path.read_text(encoding="utf-8")
+        try:
+            await conn.executescript(
+                f"BEGIN;\n{script}\nPRAGMA user_version = {migration.version};\nCOMMIT;"
+            )
+        except BaseException:
+            await conn.rollback()
+            raise
+        applied.append(migration.version)
+    return applied

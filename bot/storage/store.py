@@ -1,0 +1,343 @@
+"""Typed reads and writes of the bot's state; every method is one short transaction."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.storage.database import open_database
+
+OPEN_STATUSES = ("queued", "streaming")
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    room_id: str
+    joined_at: int
+    mode: str
+    lang: str | None
+    notice_sent: bool
+    dm_reset_at: int
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    version: int
+    text: str | None
+    set_by: str
+    set_at: int
+
+
+@dataclass(frozen=True)
+class MessageRow:
+    event_id: str
+    room_id: str
+    sender: str
+    sender_name: str | None
+    body: str
+    ts: int
+    reply_to: str | None
+    thread_root: str | None
+    from_bot: bool
+
+
+@dataclass(frozen=True)
+class AnswerRow:
+    id: int
+    room_id: str
+    question_event_id: str
+    question_ts: int
+    thread_root: str | None
+    answer_event_id: str | None
+    status: str
+    text: str | None
+    edits: int
+    attempts: int
+
+
+class Store:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        return cls(await open_database(path))
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
+        async with self.conn.execute(sql, args) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
+        async with self.conn.execute(sql, args) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _write(self, sql: str, *args: Any) -> int:
+        async with self.conn.execute(sql, args) as cursor:
+            changed = cursor.rowcount
+        await self.conn.commit()
+        return changed
+
+    # Sync position
+    async def sync_token(self) -> str | None:
+        row = await self._one("SELECT next_batch FROM sync_state WHERE id = 1")
+        return row["next_batch"] if row else None
+
+    async def set_sync_token(self, token: str) -> None:
+        await self._write(
+            "INSERT INTO sync_state (id, next_batch) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET next_batch = excluded.next_batch",
+            token,
+        )
+
+    async def claim_event(self, event_id: str, now: int) -> bool:
+        """True the first time an event is claimed, False ever after."""
+        changed = await self._write(
+            "INSERT INTO handled_events (event_id, ts) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            event_id,
+            now,
+        )
+        return changed == 1
+
+    # Rooms
+    async def room(self, room_id: str) -> RoomRow | None:
+        row = await self._one("SELECT * FROM rooms WHERE room_id = ?", room_id)
+        if row is None:
+            return None
+        return RoomRow(
+            room_id=row["room_id"],
+            joined_at=row["joined_at"],
+            mode=row["mode"],
+            lang=row["lang"],
+            notice_sent=bool(row["notice_sent"]),
+            dm_reset_at=row["dm_reset_at"],
+        )
+
+    async def add_room(self, room_id: str, joined_at: int) -> bool:
+        """Record a joined room; False when it was already known (a rejoin keeps its settings)."""
+        changed = await self._write(
+            "INSERT INTO rooms (room_id, joined_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            room_id,
+            joined_at,
+        )
+        return changed == 1
+
+    async def set_room(self, room_id: str, **fields: Any) -> None:
+        allowed = {"mode", "lang", "notice_sent", "dm_reset_at", "joined_at"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"unknown room fields {unknown}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(
+            f"UPDATE rooms SET {assignments} WHERE room_id = ?", *fields.values(), room_id
+        )
+
+    # Prompts
+    async def current_prompt(self, room_id: str) -> PromptRow | None:
+        row = await self._one(
+            "SELECT * FROM prompts WHERE room_id = ? ORDER BY version DESC LIMIT 1", room_id
+        )
+        return _prompt(row) if row else None
+
+    async def add_prompt(self, room_id: str, text: str | None, set_by: str, set_at: int) -> int:
+        async with self.conn.execute(
+            "INSERT INTO prompts (room_id, version, text, set_by, set_at) "
+            "SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM prompts WHERE room_id = ? "
+            "RETURNING version",
+            (room_id, text, set_by, set_at, room_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        await self.conn.commit()
+        assert row is not None
+        return int(row[0])
+
+    async def prompt_history(self, room_id: str) -> list[PromptRow]:
+        rows = await self._all(
+            "SELECT * FROM prompts WHERE room_id = ? ORDER BY version DESC", room_id
+        )
+        return [_prompt(row) for row in rows]
+
+    # Messages
+    async def save_message(self, message: MessageRow) -> None:
+        await self._write(
+            "INSERT INTO messages (event_id, room_id, sender, sender_name, body, ts, reply_to, "
+            "thread_root, from_bot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (event_id) DO UPDATE SET body = excluded.body",
+            message.event_id,
+            message.room_id,
+            message.sender,
+            message.sender_name,
+            message.body,
+            message.ts,
+            message.reply_to,
+            message.thread_root,
+            int(message.from_bot),
+        )
+
+    async def message(self, event_id: str) -> MessageRow | None:
+        row = await self._one("SELECT * FROM messages WHERE event_id = ?", event_id)
+        return _message(row) if row else None
+
+    async def recent_messages(self, room_id: str, since_ts: int, limit: int) -> list[MessageRow]:
+        """The newest messages of a room after since_ts, oldest first."""
+        rows = await self._all(
+            "SELECT * FROM messages WHERE room_id = ? AND ts > ? AND thread_root IS NULL "
+            "ORDER BY ts DESC, rowid DESC LIMIT ?",
+            room_id,
+            since_ts,
+            limit,
+        )
+        return [_message(row) for row in reversed(rows)]
+
+    async def thread_messages(self, room_id: str, root: str, limit: int) -> list[MessageRow]:
+        rows = await self._all(
+            "SELECT * FROM messages WHERE room_id = ? AND thread_root = ? "
+            "ORDER BY ts DESC, rowid DESC LIMIT ?",
+            room_id,
+            root,
+            limit,
+        )
+        return [_message(row) for row in reversed(rows)]
+
+    async def bot_answered_in_thread(self, room_id: str, root: str) -> bool:
+        row = await self._one(
+            "SELECT 1 FROM messages WHERE room_id = ? AND thread_root = ? AND from_bot = 1 LIMIT 1",
+            room_id,
+            root,
+        )
+        return row is not None
+
+    # Answers
+    async def queue_answer(
+        self,
+        room_id: str,
+        question_event_id: str,
+        question_ts: int,
+        thread_root: str | None,
+        now: int,
+    ) -> bool:
+        """Owe an answer to a question; False if it was already owed or given."""
+        changed = await self._write(
+            "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, created_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (question_event_id) DO NOTHING",
+            room_id,
+            question_event_id,
+            question_ts,
+            thread_root,
+            now,
+        )
+        return changed == 1
+
+    async def answer_for_question(self, question_event_id: str) -> AnswerRow | None:
+        row = await self._one(
+            "SELECT * FROM answers WHERE question_event_id = ?", question_event_id
+        )
+        return _answer(row) if row else None
+
+    async def answer_by_event(self, answer_event_id: str) -> AnswerRow | None:
+        row = await self._one("SELECT * FROM answers WHERE answer_event_id = ?", answer_event_id)
+        return _answer(row) if row else None
+
+    async def open_answers(self) -> list[AnswerRow]:
+        rows = await self._all(
+            "SELECT * FROM answers WHERE status IN ('queued', 'streaming') ORDER BY question_ts"
+        )
+        return [_answer(row) for row in rows]
+
+    async def update_answer(self, answer_id: int, **fields: Any) -> None:
+        for name in ("request_messages", "sampling"):
+            if name in fields and not isinstance(fields[name], str | None):
+                fields[name] = json.dumps(fields[name], ensure_ascii=False)
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        await self._write(
+            f"UPDATE answers SET {assignments} WHERE id = ?", *fields.values(), answer_id
+        )
+
+    async def answer_record(self, answer_id: int) -> dict[str, Any]:
+        row = await self._one("SELECT * FROM answers WHERE id = ?", answer_id)
+        if row is None:
+            raise KeyError(answer_id)
+        record = dict(row)
+        for name in ("request_messages", "sampling"):
+            if record[name]:
+                record[name] = json.loads(record[name])
+        return record
+
+    # Votes
+    async def add_vote(
+        self,
+        reaction_event_id: str,
+        answer_event_id: str,
+        room_id: str,
+        sender: str,
+        vote: str,
+        raw_key: str,
+        ts: int,
+    ) -> bool:
+        changed = await self._write(
+            "INSERT INTO votes (reaction_event_id, answer_event_id, room_id, sender, vote, raw_key, "
+            "ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            reaction_event_id,
+            answer_event_id,
+            room_id,
+            sender,
+            vote,
+            raw_key,
+            ts,
+        )
+        return changed == 1
+
+    async def withdraw_vote(self, reaction_event_id: str, now: int) -> bool:
+        changed = await self._write(
+            "UPDATE votes SET withdrawn_at = ? WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
+            now,
+            reaction_event_id,
+        )
+        return changed == 1
+
+    async def votes_for(self, answer_event_id: str) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT * FROM votes WHERE answer_event_id = ? ORDER BY ts", answer_event_id
+        )
+        return [dict(row) for row in rows]
+
+
+def _prompt(row: aiosqlite.Row) -> PromptRow:
+    return PromptRow(
+        version=row["version"], text=row["text"], set_by=row["set_by"], set_at=row["set_at"]
+    )
+
+
+def _message(row: aiosqlite.Row) -> MessageRow:
+    return MessageRow(
+        event_id=row["event_id"],
+        room_id=row["room_id"],
+        sender=row["sender"],
+        sender_name=row["sender_name"],
+        body=row["body"],
+        ts=row["ts"],
+        reply_to=row["reply_to"],
+        thread_root=row["thread_root"],
+        from_bot=bool(row["from_bot"]),
+    )
+
+
+def _answer(row: aiosqlite.Row) -> AnswerRow:
+    return AnswerRow(
+        id=row["id"],
+        room_id=row["room_id"],
+        question_event_id=row["question_event_id"],
+        question_ts=row["question_ts"],
+        thread_root=row["thread_root"],
+        answer_event_id=row["answer_event_id"],
+        status=row["status"],
+        text=row["text"],
+        edits=row["edits"],
+        attempts=row["attempts"],
+    )

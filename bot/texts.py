@@ -1,0 +1,123 @@
+"""What the bot says to people, in French (default) and English."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+LANGS = ("fr", "en")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "fr": {
+        "error.unreachable": "⚠️ Le serveur du modèle est injoignable pour le moment. Réessayez dans un instant.",
+        "error.timeout": "⚠️ Le modèle met trop de temps à répondre. Réessayez dans un instant.",
+        "error.server": "⚠️ Le serveur du modèle a renvoyé une erreur. Réessayez dans un instant.",
+        "error.context_too_long": "⚠️ La conversation est trop longue pour le modèle. Commencez un nouveau fil ou utilisez `{prefix} reset`.",
+        "error.bad_response": "⚠️ Le serveur du modèle a envoyé une réponse illisible. Réessayez dans un instant.",
+        "error.rejected": "⚠️ Le serveur du modèle a refusé la requête.",
+        "error.empty": "⚠️ Le modèle n'a rien répondu. Reformulez votre question.",
+        "answer.incomplete": "_(réponse incomplète)_",
+        "cmd.unknown": "Commande inconnue : `{command}`. Essayez `{prefix} help`.",
+        "cmd.not_admin": "Refusé : seuls les administrateurs du salon (ceux qui peuvent modifier ses niveaux de pouvoir) peuvent faire cela.",
+        "cmd.help": (
+            "Commandes :\n"
+            "- `{prefix} help` : cette aide\n"
+            "- `{prefix} prompt show` : afficher les consignes du salon\n"
+            "- `{prefix} prompt set <texte>` : changer les consignes (admins)\n"
+            "- `{prefix} prompt reset` : revenir aux consignes par défaut (admins)\n"
+            "- `{prefix} prompt history` : versions précédentes des consignes\n"
+            "- `{prefix} mode mention|all` : répondre seulement aux mentions, ou à tout (admins)\n"
+            "- `{prefix} lang fr|en` : langue du bot dans ce salon (admins)\n"
+            "- `{prefix} reset` : oublier la conversation en cours (message direct)\n"
+            "Votez sur les réponses avec 👍 ou 👎."
+        ),
+        "cmd.prompt.show": "Consignes du salon (version {version}, {origin}) :\n\n{text}",
+        "cmd.prompt.default": "par défaut",
+        "cmd.prompt.set_by": "définies par {who} le {when}",
+        "cmd.prompt.set": "Consignes mises à jour (version {version}).",
+        "cmd.prompt.reset": "Consignes remises par défaut (version {version}).",
+        "cmd.prompt.empty": "Indiquez le texte : `{prefix} prompt set <texte>`.",
+        "cmd.prompt.history_empty": "Les consignes par défaut n'ont jamais été modifiées ici.",
+        "cmd.prompt.history": "Historique des consignes :\n{lines}",
+        "cmd.prompt.usage": "Usage : `{prefix} prompt show|set <texte>|reset|history`.",
+        "cmd.mode.set": "Mode du salon : {mode}.",
+        "cmd.mode.usage": "Usage : `{prefix} mode mention|all`.",
+        "cmd.lang.set": "Langue du salon : français.",
+        "cmd.lang.usage": "Usage : `{prefix} lang fr|en`.",
+        "cmd.reset": "C'est noté : je repars d'une conversation vierge.",
+    },
+    "en": {
+        "error.unreachable": "⚠️ The model server cannot be reached right now. Please try again shortly.",
+        "error.timeout": "⚠️ The model is taking too long to answer. Please try again shortly.",
+        "error.server": "⚠️ The model server returned an error. Please try again shortly.",
+        "error.context_too_long": "⚠️ This conversation is too long for the model. Start a new thread or use `{prefix} reset`.",
+        "error.bad_response": "⚠️ The model server sent an unreadable answer. Please try again shortly.",
+        "error.rejected": "⚠️ The model server refused the request.",
+        "error.empty": "⚠️ The model gave no answer. Please rephrase your question.",
+        "answer.incomplete": "_(incomplete answer)_",
+        "cmd.unknown": "Unknown command: `{command}`. Try `{prefix} help`.",
+        "cmd.not_admin": "Refused: only room admins (those who may change its power levels) can do this.",
+        "cmd.help": (
+            "Commands:\n"
+            "- `{prefix} help`: this help\n"
+            "- `{prefix} prompt show`: show the room's instructions\n"
+            "- `{prefix} prompt set <text>`: change the instructions (admins)\n"
+            "- `{prefix} prompt reset`: back to the default instructions (admins)\n"
+            "- `{prefix} prompt history`: earlier versions of the instructions\n"
+            "- `{prefix} mode mention|all`: answer mentions only, or everything (admins)\n"
+            "- `{prefix} lang fr|en`: the bot's language in this room (admins)\n"
+            "- `{prefix} reset`: forget the current conversation (direct messages)\n"
+            "Vote on answers with 👍 or 👎."
+        ),
+        "cmd.prompt.show": "Room instructions (version {version}, {origin}):\n\n{text}",
+        "cmd.prompt.default": "default",
+        "cmd.prompt.set_by": "set by {who} on {when}",
+        "cmd.prompt.set": "Instructions updated (version {version}).",
+        "cmd.prompt.reset": "Instructions back to the default (version {version}).",
+        "cmd.prompt.empty": "Give the text: `{prefix} prompt set <text>`.",
+        "cmd.prompt.history_empty": "The default instructions have never been changed here.",
+        "cmd.prompt.history": "Instruction history:\n{lines}",
+        "cmd.prompt.usage": "Usage: `{prefix} prompt show|set <text>|reset|history`.",
+        "cmd.mode.set": "Room mode: {mode}.",
+        "cmd.mode.usage": "Usage: `{prefix} mode mention|all`.",
+        "cmd.lang.set": "Room language: English.",
+        "cmd.lang.usage": "Usage: `{prefix} lang fr|en`.",
+        "cmd.reset": "Done: I start again from a blank conversation.",
+    },
+}
+
+
+def say(lang: str, key: str, **values: object) -> str:
+    table = MESSAGES.get(lang, MESSAGES["fr"])
+    return table[key].format(**values)
+
+
+def default_prompts_dir() -> Path:
+    """config/prompts in a checkout, or the copy the wheel carries."""
+    packaged = Path(__file__).parent / "_defaults" / "prompts"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "config" / "prompts"
+
+
+@cache
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+class PromptTexts:
+    """The default system prompt and join notice per language, read from a folder."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder or default_prompts_dir()
+        for lang in LANGS:
+            for name in ("system", "join_notice"):
+                path = self.folder / f"{name}.{lang}.md"
+                if not path.is_file():
+                    raise FileNotFoundError(f"missing prompt file {path}")
+
+    def system(self, lang: str) -> str:
+        return _read(self.folder / f"system.{lang}.md")
+
+    def join_notice(self, lang: str, prefix: str) -> str:
+        return _read(self.folder / f"join_notice.{lang}.md").replace("{prefix}", prefix)
