@@ -48,10 +48,10 @@ def should_answer(message: TextMessage, situation: Situation, mentioned: bool) -
 
 def strip_bot_name(body: str, bot_id: str, display_name: str | None) -> str:
     """'Lucie: what is X?' asks 'what is X?'."""
-    names = [re.escape(bot_id)]
+    names = [re.escape(bot_id)]  # the full id first, or its localpart would match alone
     if display_name:
-        names.insert(0, re.escape(display_name))
-    leading = re.compile(r"^\s*@?(?:" + "|".join(names) + r")\s*[:,]?\s*", re.IGNORECASE)
+        names.append("@?" + re.escape(display_name))
+    leading = re.compile(r"^\s*(?:" + "|".join(names) + r")\s*[:,]?\s*", re.IGNORECASE)
     stripped = leading.sub("", body, count=1)
     return stripped if stripped.strip() else body
 

@@ -1,0 +1,106 @@
+"""The bot as a real subprocess (`python -m bot run --config FILE`), stopped by its own pid."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from tests.support.fake_llm import FakeLLM
+from tests.support.synapse import RegisteredUser, Synapse
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> None:
+    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+class BotProcess:
+    def __init__(
+        self,
+        folder: Path,
+        synapse: Synapse,
+        account: RegisteredUser,
+        llm: FakeLLM,
+        bot: dict[str, Any] | None = None,
+        llm_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.user_id = account.user_id
+        self.data_dir = folder / "data"
+        self.config_path = folder / "config.toml"
+        self.log_path = folder / "bot.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        write_toml(
+            self.config_path,
+            {
+                "matrix": {
+                    "homeserver": synapse.url, "user_id": account.user_id,
+                    "password": account.password, "allowed_inviters": ["localhost"],
+                    "sync_timeout_ms": 2000, "max_backoff_s": 2,
+                },
+                "llm": {
+                    "base_url": llm.base_url, "model": "stand-in", "connect_timeout_s": 2,
+                    "first_token_timeout_s": 20, "chunk_timeout_s": 10,
+                    **(llm_settings or {}),
+                },
+                "bot": {"edit_interval_s": 0.3, "final_edit_timeout_s": 120, **(bot or {})},
+            },
+            {"data_dir": str(self.data_dir), "log_level": "DEBUG"},
+        )  # fmt: skip
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept for the process' life
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in env.items() if not k.startswith("LUCIE_BOT_")}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run", "--config", str(self.config_path)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL if it lingers; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=10)
+
+    def crash(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        async with aiosqlite.connect(self.data_dir / "lucie-bot.sqlite3") as conn:
+            conn.row_factory = aiosqlite.Row
+            async with conn.execute(sql, args) as cursor:
+                return [dict(row) for row in await cursor.fetchall()]

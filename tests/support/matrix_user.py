@@ -1,0 +1,207 @@
+"""A real Matrix client (matrix-nio) acting as a person in the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    MegolmEvent,
+    RoomCreateResponse,
+    RoomSendResponse,
+    SyncResponse,
+)
+
+from tests.support.synapse import RegisteredUser, Synapse
+
+T = TypeVar("T")
+LIVE = "org.matrix.msc4357.live"
+
+
+class MatrixUser:
+    def __init__(
+        self, synapse: Synapse, user: RegisteredUser, folder: Path, encryption: bool = False
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        config = AsyncClientConfig(
+            encryption_enabled=encryption, store_sync_tokens=True, max_limit_exceeded=5
+        )
+        self.client = AsyncClient(
+            synapse.url, user.user_id, device_id=user.device_id, store_path=str(folder),
+            config=config,
+        )  # fmt: skip
+        self.client.restore_login(user.user_id, user.device_id, user.access_token)
+        self.user_id = user.user_id
+        self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.undecrypted = 0
+
+    async def sync(self, timeout_ms: int = 300) -> None:
+        client = self.client
+        response = await client.sync(timeout=timeout_ms, full_state=client.next_batch is None)
+        if not isinstance(response, SyncResponse):
+            return
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                if isinstance(event, MegolmEvent):
+                    self.undecrypted += 1
+                    continue
+                self.events[room_id].append(event.source)
+        if client.olm:
+            await client.send_to_device_messages()
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
+
+    async def wait_for(
+        self, room_id: str, found: Callable[[list[dict[str, Any]]], T | None], timeout: float = 30
+    ) -> T:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = found(self.events[room_id])
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not seen within {timeout} s in {room_id}")
+            await self.sync()
+
+    async def create_room(
+        self, invite: list[str], direct: bool = False, encrypted: bool = False
+    ) -> str:
+        initial_state = []
+        if encrypted:
+            initial_state.append(
+                {"type": "m.room.encryption", "state_key": "",
+                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+            )  # fmt: skip
+        response = await self.client.room_create(
+            invite=invite, is_direct=direct, initial_state=initial_state,
+            preset=None,
+        )  # fmt: skip
+        assert isinstance(response, RoomCreateResponse), response
+        await self.sync(0)
+        return response.room_id
+
+    async def send(
+        self,
+        room_id: str,
+        body: str,
+        mentions: list[str] | None = None,
+        reply_to: str | None = None,
+        thread_root: str | None = None,
+        msgtype: str = "m.text",
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        content: dict[str, Any] = {"msgtype": msgtype, "body": body}
+        if mentions is not None:
+            content["m.mentions"] = {"user_ids": mentions}
+        if thread_root:
+            content["m.relates_to"] = {
+                "rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True,
+                "m.in_reply_to": {"event_id": reply_to or thread_root},
+            }  # fmt: skip
+        elif reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        content.update(extra or {})
+        return await self.send_raw(room_id, "m.room.message", content)
+
+    async def send_raw(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        response = await self.client.room_send(
+            room_id, event_type, content, ignore_unverified_devices=True
+        )
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
+    async def react(self, room_id: str, event_id: str, key: str) -> str:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        return await self.send_raw(room_id, "m.reaction", content)
+
+    async def redact(self, room_id: str, event_id: str) -> None:
+        await self.client.room_redact(room_id, event_id)
+
+    async def set_power(self, room_id: str, user_id: str, level: int) -> None:
+        response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+        levels = dict(response.content)
+        levels["users"] = {**levels.get("users", {}), user_id: level}
+        await self.client.room_put_state(room_id, "m.room.power_levels", levels)
+
+    async def join(self, room_id: str) -> None:
+        await self.client.join(room_id)
+        await self.sync(0)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+# Reading what the bot said
+def originals(events: list[dict[str, Any]], sender: str) -> list[dict[str, Any]]:
+    """The bot's messages, not counting edits."""
+    return [
+        e for e in events
+        if e.get("type") == "m.room.message" and e.get("sender") == sender
+        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
+    ]  # fmt: skip
+
+
+def edits_of(events: list[dict[str, Any]], event_id: str) -> list[dict[str, Any]]:
+    return [
+        e for e in events
+        if e.get("type") == "m.room.message"
+        and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
+        and e["content"]["m.relates_to"].get("event_id") == event_id
+    ]  # fmt: skip
+
+
+def current_content(events: list[dict[str, Any]], event_id: str) -> dict[str, Any] | None:
+    """What a client shows for a message: its latest edit, or itself."""
+    original = next((e for e in events if e.get("event_id") == event_id), None)
+    if original is None:
+        return None
+    edits = edits_of(events, event_id)
+    return edits[-1]["content"]["m.new_content"] if edits else original["content"]
+
+
+def answer_to(events: list[dict[str, Any]], bot_id: str, question_id: str) -> dict | None:
+    for event in originals(events, bot_id):
+        relation = event["content"].get("m.relates_to", {})
+        if relation.get("m.in_reply_to", {}).get("event_id") == question_id:
+            if event["content"].get("msgtype") == "m.text":
+                return event
+    return None
+
+
+def final_answer(events: list[dict[str, Any]], bot_id: str, question_id: str) -> str | None:
+    """The answer's text once streaming has ended (the live marker is gone)."""
+    answer = answer_to(events, bot_id, question_id)
+    if answer is None:
+        return None
+    content = current_content(events, answer["event_id"])
+    if content is None or LIVE in content:
+        return None
+    return content["body"]
+
+
+def notices(events: list[dict[str, Any]], bot_id: str) -> list[str]:
+    return [
+        e["content"]["body"] for e in originals(events, bot_id)
+        if e["content"].get("msgtype") == "m.notice"
+    ]  # fmt: skip
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
