@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # nio logs event contents at debug level: keep it quiet unless content logging is asked for
+    # nio logs event contents when verbose: quiet unless content logging is asked for
     if not settings.log_content:
-        logging.getLogger("nio").setLevel(max(logging.INFO, logging.getLogger().level))
+        logging.getLogger("nio").setLevel(logging.WARNING)
+    for chatty in ("markdown_it", "aiosqlite", "peewee", "httpcore", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     from bot.app import run_bot
     from bot.matrix.transport import LoginFailed
 

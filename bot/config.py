@@ -29,6 +29,9 @@ class MatrixSettings(BaseModel):
     access_token: SecretStr | None = None
     device_id: str | None = None
     device_name: str = "lucie-bot"
+    display_name: str | None = Field(
+        default="Lucie", description="Set at start-up; people can mention the bot by it"
+    )
     allowed_inviters: list[str] = Field(
         default_factory=list,
         description="Globs over user ids or servers whose invites are accepted",

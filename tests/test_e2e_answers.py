@@ -58,3 +58,68 @@ async def test_group_room_answers_mentions_and_ignores_plain_messages(
     bob_name = bob.user_id[1:].split(":")[0]  # Synapse's default display name
     assert user_turn == f"{bob_name}: combien font 2 et 2 ?"
     assert len(originals(alice.events[room], bot.user_id)) == 2  # notice + one answer
+
+
+async def test_reply_chain_reaches_the_model_without_fallbacks(make_user, start_bot, llm):
+    bot = start_bot()
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot)
+    first = await alice.send(room, "Lucie, cite un fleuve français.", mentions=[bot.user_id])
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, first))
+    answer = answer_to(alice.events[room], bot.user_id, first)["event_id"]
+    # an old client's reply: quoted fallback in body, <mx-reply> in HTML, no m.mentions
+    follow = await alice.send(
+        room, f"> <{bot.user_id}> Réponse à « cite un fleuve »\n\nEt sa longueur ?",
+        reply_to=answer,
+        extra={"format": "org.matrix.custom.html",
+               "formatted_body": "<mx-reply><blockquote>old</blockquote></mx-reply>Et sa longueur ?"},
+    )  # fmt: skip
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, follow))
+    sent = llm.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[1]["content"].endswith("cite un fleuve français.")
+    assert sent[2]["content"] == "Réponse à « cite un fleuve français. »"
+    assert sent[3]["content"].endswith("Et sa longueur ?")
+    assert ">" not in sent[3]["content"]
+
+
+async def test_thread_answers_stay_in_the_thread_and_follow_ups_need_no_mention(
+    make_user, start_bot, llm
+):
+    bot = start_bot()
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot)
+    root = await alice.send(room, "Sujet : les volcans d'Auvergne")
+    asked = await alice.send(
+        room, "Lucie, lequel est le plus haut ?", mentions=[bot.user_id], thread_root=root
+    )
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
+    answer = answer_to(alice.events[room], bot.user_id, asked)
+    relation = answer["content"]["m.relates_to"]
+    assert relation["rel_type"] == "m.thread" and relation["event_id"] == root
+
+    follow = await alice.send(room, "Et le plus récent ?", thread_root=root)
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, follow))
+    sent = [m["content"] for m in llm.requests[-1]["body"]["messages"][1:]]
+    assert "les volcans d'Auvergne" in sent[0]
+    assert sent[-1].endswith("Et le plus récent ?")
+    assert len(sent) == 3  # root and first question merged as one user turn, answer, follow-up
+
+
+async def test_dm_keeps_the_recent_exchange_until_reset(make_user, start_bot, llm):
+    bot = start_bot()
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot, direct=True)
+    one = await alice.send(room, "Je m'appelle Alice.")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, one))
+    two = await alice.send(room, "Comment je m'appelle ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, two))
+    assert len(llm.requests[-1]["body"]["messages"]) == 4
+
+    await alice.send(room, "!lucie reset")
+    await alice.wait_for(room, lambda ev: any("vierge" in n for n in notices(ev, bot.user_id)))
+    three = await alice.send(room, "Et maintenant ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, three))
+    messages = llm.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[1]["content"] == "Et maintenant ?"

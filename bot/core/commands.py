@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from bot.config import Settings
 from bot.core.events import TextMessage
-from bot.core.governance import may_change_power_levels
+from bot.core.governance import is_room_admin
 from bot.core.ports import ChatPort
 from bot.storage.store import Store
 from bot.texts import PromptTexts, say
@@ -70,8 +70,8 @@ class Commands:
         if user_id in self.settings.bot.operators:
             return True
         # read fresh every time: a cached copy would let a demoted admin keep the right
-        levels = await self.port.power_levels(room_id)
-        return levels is not None and may_change_power_levels(levels, user_id)
+        authority = await self.port.room_authority(room_id)
+        return authority is not None and is_room_admin(authority, user_id)
 
     async def _help(self, command: Command, message: TextMessage, lang: str) -> str:
         return say(lang, "cmd.help", prefix=self.prefix)

@@ -82,8 +82,11 @@ class Relay:
         return inviter_allowed(inviter, matrix.allowed_inviters, bot.operators)
 
     async def joined(self, room_id: str) -> None:
-        """After the bot accepted an invite: remember when, and introduce itself once."""
+        """Right after the bot accepted an invite: only what comes next is answered."""
         await self.store.add_room(room_id, now_ms())
+
+    def introduce(self, room_id: str) -> None:
+        """Once the joined room has synced: post the join notice (once per room)."""
         self._spawn(self._introduce(room_id), name=f"notice-{room_id}")
 
     async def _introduce(self, room_id: str) -> None:

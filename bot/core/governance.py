@@ -5,6 +5,8 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 from typing import Any
 
+from bot.core.ports import RoomAuthority
+
 _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
 _SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
 VOTE_KEYS = {"\U0001f44d": "up", "\U0001f44e": "down", "+1": "up", "-1": "down"}
@@ -40,6 +42,19 @@ def may_change_power_levels(levels: dict[str, Any], user_id: str) -> bool:
     state_default = _level(levels.get("state_default"), 50)
     needed = _level(events.get("m.room.power_levels"), state_default)
     return user_level >= needed
+
+
+def is_room_admin(authority: RoomAuthority, user_id: str) -> bool:
+    if user_id in authority.privileged_creators:
+        return True
+    return may_change_power_levels(authority.power_levels, user_id)
+
+
+def creators_are_privileged(room_version: str) -> bool:
+    """Room versions with MSC4289 creator power: 12 onwards."""
+    return room_version == "org.matrix.hydra.11" or (
+        room_version.isdigit() and int(room_version) >= 12
+    )
 
 
 def normalise_vote(key: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.core.events import TextMessage
@@ -17,6 +18,15 @@ class SendFailed(Exception):
     """The homeserver refused or could not be reached; the caller decides whether to retry."""
 
 
+@dataclass(frozen=True)
+class RoomAuthority:
+    """Who rules a room: its power levels, and its creators where the room version makes them
+    all-powerful (room version 12 and later, where creators are absent from power levels)."""
+
+    power_levels: dict[str, Any]
+    privileged_creators: frozenset[str] = frozenset()
+
+
 class ChatPort(Protocol):
     user_id: str
 
@@ -26,8 +36,8 @@ class ChatPort(Protocol):
 
     async def typing(self, room_id: str, active: bool) -> None: ...
 
-    async def power_levels(self, room_id: str) -> dict[str, Any] | None:
-        """The room's m.room.power_levels content read fresh from the homeserver."""
+    async def room_authority(self, room_id: str) -> RoomAuthority | None:
+        """Power levels read fresh from the homeserver (None if they cannot be read)."""
         ...
 
     async def fetch_message(self, room_id: str, event_id: str) -> TextMessage | None: ...

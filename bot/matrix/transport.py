@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     JoinError,
@@ -26,7 +27,8 @@ from nio import (
 from bot.config import Settings
 from bot.core.conversation import Relay
 from bot.core.events import TextMessage, parse_message
-from bot.core.ports import RateLimited, SendFailed
+from bot.core.governance import creators_are_privileged
+from bot.core.ports import RateLimited, RoomAuthority, SendFailed
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
 from bot.storage.store import Store
 
@@ -69,6 +71,8 @@ class MatrixTransport:
         self.relay: Relay | None = None
         self._pending: dict[str, tuple[str, MegolmEvent, float]] = {}
         self._requested_sessions: set[str] = set()
+        self._creators: dict[str, frozenset[str]] = {}
+        self._just_joined: set[str] = set()
         self._stopping = asyncio.Event()
         self.synced_at = 0.0
 
@@ -88,6 +92,15 @@ class MatrixTransport:
             await self._password_login()
         if self.client.should_upload_keys:
             await self.client.keys_upload()
+        await self._set_display_name()
+
+    async def _set_display_name(self) -> None:
+        wanted = self.settings.matrix.display_name
+        if not wanted:
+            return
+        current = await self.client.get_displayname(self.user_id)
+        if getattr(current, "displayname", None) != wanted:
+            await self.client.set_displayname(wanted)
 
     async def _password_login(self) -> None:
         password = self.settings.matrix.password
@@ -186,6 +199,9 @@ class MatrixTransport:
         for room_id, info in response.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
         for room_id, info in response.rooms.join.items():
+            if room_id in self._just_joined:
+                self._just_joined.discard(room_id)
+                self.relay.introduce(room_id)
             for event in info.timeline.events:
                 await self._on_event(room_id, event)
         await self._retry_undecrypted()
@@ -231,6 +247,7 @@ class MatrixTransport:
             return
         log.info("joined %s on invite from %s", room_id, inviter)
         await self.relay.joined(room_id)
+        self._just_joined.add(room_id)  # introduced once the room's state has synced
 
     async def _undecryptable(self, room_id: str, event: MegolmEvent) -> None:
         """Ask the sender's devices for the key quietly; answer once it arrives."""
@@ -275,14 +292,39 @@ class MatrixTransport:
         except Exception as exc:
             log.debug("typing notification failed: %s", exc)
 
-    async def power_levels(self, room_id: str) -> dict[str, Any] | None:
+    async def room_authority(self, room_id: str) -> RoomAuthority | None:
         try:
             response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
-        except Exception:
+            creators = await self._privileged_creators(room_id)
+        except Exception as exc:
+            log.warning("could not read power levels of %s: %s", room_id, type(exc).__name__)
             return None
-        if isinstance(response, RoomGetStateEventResponse):
-            return response.content
-        return None
+        if not isinstance(response, RoomGetStateEventResponse) or creators is None:
+            return None
+        return RoomAuthority(response.content, creators)
+
+    async def _privileged_creators(self, room_id: str) -> frozenset[str] | None:
+        """The create event never changes, so it is read once per room."""
+        if room_id not in self._creators:
+            method, path = Api.room_get_state_event(
+                self.client.access_token, room_id, "m.room.create"
+            )
+            response = await self.client._send(
+                RoomGetStateEventResponse, method, f"{path}&format=event",
+                response_data=("m.room.create", "", room_id),
+            )  # fmt: skip
+            if not isinstance(response, RoomGetStateEventResponse):
+                return None
+            event = response.content
+            content = event.get("content", event)  # servers without format=event send content
+            version = str(content.get("room_version", "1"))
+            if not creators_are_privileged(version):
+                self._creators[room_id] = frozenset()
+            else:
+                extra = content.get("additional_creators")
+                creators = {event.get("sender")} | set(extra if isinstance(extra, list) else [])
+                self._creators[room_id] = frozenset(c for c in creators if isinstance(c, str))
+        return self._creators[room_id]
 
     async def fetch_message(self, room_id: str, event_id: str) -> TextMessage | None:
         try:
