@@ -85,6 +85,8 @@ class ReplyStream:
                 await self._send(self._latest, live=True)
             except RateLimited as exc:
                 self.rate_limit_waits += 1
+                log.info("rate limited in %s: next update in %.1f s", self.room_id,
+                         exc.retry_after_s)  # fmt: skip
                 self._not_before = time.monotonic() + exc.retry_after_s
                 self._changed.set()
             except SendFailed as exc:
@@ -92,7 +94,7 @@ class ReplyStream:
                 self._not_before = time.monotonic() + SEND_RETRY_S
                 self._changed.set()
 
-    async def _send(self, text: str, live: bool) -> None:
+    async def _send(self, text: str, live: bool) -> str:
         if self.event_id is None:
             content = message_content(
                 text, reply_to=self.reply_to, thread_root=self.thread_root,
@@ -108,6 +110,7 @@ class ReplyStream:
             self.edits += 1
         self._sent = text
         self._last_send = time.monotonic()
+        return self.event_id
 
     async def finish(self, text: str) -> bool:
         """Land the full text (ending the live marker); False if the homeserver never took it."""

@@ -96,7 +96,8 @@ class FakeLLM:
 
     def _behaviour(self, body: dict[str, Any]) -> Behaviour:
         users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
-        last = users[-1] if users else ""
+        # the newest paragraph: earlier unanswered questions are merged into the same turn
+        last = users[-1].split("\n\n")[-1] if users else ""
         for substring, behaviour in self.rules:
             if substring in last:
                 return behaviour
