@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,8 @@ class ConfigError(Exception):
 
 
 class MatrixSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     homeserver: str = Field(description="Homeserver base URL, e.g. https://matrix.example.org")
     user_id: str = Field(description="The bot's full Matrix id, e.g. @lucie:example.org")
     password: SecretStr | None = Field(default=None, description="Used once, to log in")
@@ -64,6 +66,8 @@ class MatrixSettings(BaseModel):
 
 
 class LLMSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "OpenLLM-France/Lucie-7B-Instruct"
     api_key: SecretStr | None = None
@@ -89,6 +93,8 @@ class LLMSettings(BaseModel):
 
 
 class BotSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     command_prefix: str = Field(default="!lucie", min_length=1)
     default_lang: Lang = "fr"
     operators: list[str] = Field(default_factory=list, description="User ids with admin rights")

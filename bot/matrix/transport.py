@@ -7,7 +7,10 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import aiohttp
 
 from nio import (
     Api,
@@ -89,10 +92,27 @@ class MatrixTransport:
             self.client.restore_login(self.user_id, matrix.device_id, token)
             self._save_login()
         else:
-            await self._password_login()
+            await self._until_reachable(self._password_login)
         if self.client.should_upload_keys:
             await self.client.keys_upload()
-        await self._set_display_name()
+        await self._until_reachable(self._set_display_name)
+
+    async def _until_reachable(self, step: Callable[[], Awaitable[None]]) -> None:
+        """A homeserver that is down at start-up is waited for, with backoff."""
+        failures = 0
+        while True:
+            try:
+                await step()
+                return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failures += 1
+                delay = min(self.settings.matrix.max_backoff_s, 2.0**failures)
+                log.warning("homeserver unreachable (%s), retrying in %.0f s",
+                            type(exc).__name__, delay)  # fmt: skip
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+                if self._stopping.is_set():
+                    raise LoginFailed("stopped before the homeserver could be reached") from None
 
     async def _set_display_name(self) -> None:
         wanted = self.settings.matrix.display_name

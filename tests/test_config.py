@@ -1,0 +1,117 @@
+"""Configuration: TOML plus LUCIE_BOT_ variables; a bad one stops start-up with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.texts import PromptTexts
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "config" / "example.toml"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LUCIE_BOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**clean, **(env or {})}, timeout=60,
+    )  # fmt: skip
+
+
+def test_example_config_loads_with_documented_defaults(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("LUCIE_BOT_"):
+            monkeypatch.delenv(name)
+    settings = load_settings(EXAMPLE)
+    assert settings.llm.base_url == "http://127.0.0.1:8000/v1"
+    assert settings.llm.model == "OpenLLM-France/Lucie-7B-Instruct"
+    assert settings.bot.command_prefix == "!lucie"
+    assert settings.bot.catch_up_minutes == 10
+    assert "@*:agent.*.tchap.gouv.fr" in settings.matrix.allowed_inviters
+    prompts = PromptTexts(settings.bot.prompts_dir)
+    assert "aucune garantie" in prompts.join_notice("fr", "!lucie")
+    assert "no guarantee" in prompts.join_notice("en", "!lucie")
+
+
+def test_environment_overrides_the_file_with_nested_names(monkeypatch):
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__HOMESERVER", "https://matrix.agent.example.tchap.gouv.fr")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__USER_ID", "@lucie:agent.example.tchap.gouv.fr")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__PASSWORD", "secret")
+    monkeypatch.setenv("LUCIE_BOT_LLM__BASE_URL", "http://vllm:8000/v1/")
+    monkeypatch.setenv("LUCIE_BOT_LLM__MODEL", "other-model")
+    monkeypatch.setenv("LUCIE_BOT_LLM__API_KEY", "sk-test")
+    monkeypatch.setenv("LUCIE_BOT_DATA_DIR", "/var/lib/lucie-bot")
+    monkeypatch.setenv("LUCIE_BOT_BOT__OPERATORS", '["@ops:example.org"]')
+    settings = load_settings(EXAMPLE)
+    assert settings.matrix.homeserver == "https://matrix.agent.example.tchap.gouv.fr"
+    assert settings.matrix.user_id == "@lucie:agent.example.tchap.gouv.fr"
+    assert settings.matrix.password.get_secret_value() == "secret"
+    assert settings.llm.base_url == "http://vllm:8000/v1"
+    assert settings.llm.model == "other-model"
+    assert settings.llm.api_key.get_secret_value() == "sk-test"
+    assert settings.data_dir == Path("/var/lib/lucie-bot")
+    assert settings.bot.operators == ["@ops:example.org"]
+    assert "secret" not in repr(settings)
+
+
+def test_environment_alone_is_enough(monkeypatch):
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__HOMESERVER", "http://127.0.0.1:8008")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__USER_ID", "@lucie:localhost")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__ACCESS_TOKEN", "syt_token")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__DEVICE_ID", "DEVICE")
+    settings = load_settings(None)
+    assert settings.matrix.device_id == "DEVICE"
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "expected"),
+    [
+        ("[llm]\nmodel = 'x'\n", {}, "invalid setting matrix: Field required"),
+        ("[matrix]\nhomeserver = 'matrix.org'\nuser_id = '@a:b'\npassword = 'p'\n", {},
+         "invalid setting matrix.homeserver: must start with http:// or https://"),
+        ("[matrix]\nhomeserver = 'http://h'\nuser_id = 'lucie'\npassword = 'p'\n", {},
+         "invalid setting matrix.user_id: must be a full Matrix id"),
+        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\n", {},
+         "invalid setting matrix: set matrix.password, or matrix.access_token"),
+        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n",
+         {"LUCIE_BOT_LLM__TEMPERATURE": "hot"},
+         "invalid setting llm.temperature: Input should be a valid number"),
+        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n[bot]\nlang = 1\n",
+         {}, "invalid setting bot.lang: Extra inputs are not permitted"),
+        ("[matrix\n", {}, "is not valid TOML"),
+    ],
+)  # fmt: skip
+def test_bad_config_fails_with_one_clear_line(tmp_path, toml, env, expected):
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    result = run_cli("run", "--config", str(config), env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_named(tmp_path):
+    result = run_cli("run", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"lucie-bot: config file not found: {tmp_path / 'nope.toml'}"
+
+
+def test_check_config_accepts_the_example():
+    result = run_cli("check-config", "--config", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "configuration ok" in result.stdout
+
+
+def test_config_error_type_is_raised_in_process(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[matrix]\nhomeserver = 'http://h'\n")
+    with pytest.raises(ConfigError, match="matrix.user_id"):
+        load_settings(bad)
