@@ -123,3 +123,43 @@ async def test_dm_keeps_the_recent_exchange_until_reset(make_user, start_bot, ll
     messages = llm.requests[-1]["body"]["messages"]
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["content"] == "Et maintenant ?"
+
+
+async def test_hostile_and_odd_events_never_stop_the_bot(make_user, start_bot, llm):
+    bot = start_bot()
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot, direct=True)
+    odd = [
+        ("m.room.message", {"msgtype": "m.text", "body": 42}),
+        ("m.room.message", {"msgtype": "m.text", "body": "x", "m.relates_to": "garbage"}),
+        ("m.room.message", {"msgtype": "m.text", "body": "x",
+                            "m.relates_to": {"m.in_reply_to": {"event_id": "$nope"}}}),
+        ("m.room.message", {"msgtype": "m.text", "body": "y", "m.mentions": {"user_ids": 5}}),
+        ("m.room.message", {"msgtype": "m.notice", "body": "a notice is never answered"}),
+        ("m.room.message", {"msgtype": "m.text", "body": "!lucie " + "x" * 5000}),
+        ("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": 3}}),
+        ("m.room.redaction", {"redacts": ["not", "an", "id"]}),
+        ("org.example.custom", {"anything": [1, 2, 3]}),
+    ]  # fmt: skip
+    accepted = 0
+    for event_type, content in odd:
+        try:
+            await alice.send_raw(room, event_type, content)
+            accepted += 1
+        except AssertionError:
+            pass  # Synapse itself refused this one
+    assert accepted >= 6
+    edit_of = await alice.send(room, "une vraie question")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, edit_of))
+    requests = len(llm.requests)
+    await alice.send_raw(room, "m.room.message", {
+        "msgtype": "m.text", "body": "* corrigée", "m.new_content": {"msgtype": "m.text",
+        "body": "corrigée"}, "m.relates_to": {"rel_type": "m.replace", "event_id": edit_of}})  # fmt: skip
+    last = await alice.send(room, "toujours là ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, last))
+    assert len(llm.requests) == requests + 1  # the edit was not answered
+    assert bot.process.poll() is None
+    assert "Traceback" not in bot.log()
+    # the unknown reply target did not break the answer to the "x" message
+    rows = await bot.query("SELECT status FROM answers")
+    assert {r["status"] for r in rows} == {"complete"}

@@ -39,7 +39,10 @@ def _attribute_filter(tag: str, attribute: str, value: str) -> str | None:
 
 
 def to_html(markdown_text: str) -> str:
-    html = _markdown.render(markdown_text)
+    return sanitise(_markdown.render(markdown_text))
+
+
+def sanitise(html: str) -> str:
     return nh3.clean(
         html,
         tags=ALLOWED_TAGS,

@@ -67,6 +67,7 @@ class FakeLLM:
 
     def close(self) -> None:
         self.stop()
+        self._call(self._cancel_handlers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -83,6 +84,13 @@ class FakeLLM:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _cancel_handlers(self) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"data": [{"id": "stand-in"}]})
@@ -105,7 +113,9 @@ class FakeLLM:
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append({"body": body, "received_at": time.time()})
+        self.requests.append(
+            {"body": body, "headers": dict(request.headers), "received_at": time.time()}
+        )
         behaviour = self._behaviour(body)
         if behaviour.status is not None:
             return web.Response(

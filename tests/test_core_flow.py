@@ -1,0 +1,137 @@
+"""Context budget, fair scheduling and the streaming publisher, with small fakes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.core.context import Turn, fit_to_budget, to_messages
+from bot.core.ports import RateLimited
+from bot.core.scheduler import FairScheduler
+from bot.core.streaming import ReplyStream
+
+
+async def words(messages):
+    return sum(len(m["content"].split()) for m in messages)
+
+
+async def test_budget_drops_oldest_turns_keeps_system_and_question():
+    turns = [Turn("user", "a " * 10), Turn("assistant", "b " * 10), Turn("user", "c " * 10),
+             Turn("assistant", "d " * 10), Turn("user", "question finale")]  # fmt: skip
+    messages = to_messages("system prompt", turns, name_speakers=False)
+    kept, total = await fit_to_budget(messages, 25, words)
+    assert [m["content"][:1] for m in kept] == ["s", "c", "d", "q"]
+    assert total == 24
+    kept, _ = await fit_to_budget(messages, 3, words)
+    assert [m["role"] for m in kept] == ["system", "user"]
+    assert kept[-1]["content"] == "question finale"
+
+
+def test_speakers_are_named_in_groups_and_same_roles_merge():
+    turns = [Turn("user", "salut", "Alice"), Turn("user", "re", "Bob"), Turn("assistant", "ok")]
+    messages = to_messages("sys", turns, name_speakers=True)
+    assert messages[1] == {"role": "user", "content": "Alice: salut\n\nBob: re"}
+    assert to_messages("sys", turns, name_speakers=False)[1]["content"] == "salut\n\nre"
+
+
+async def test_scheduler_limits_concurrency_and_serves_rooms_in_turn():
+    scheduler = FairScheduler(limit=1)
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def job(room, name):
+        async with scheduler.slot(room):
+            order.append(name)
+            await gate.wait()
+
+    tasks = [asyncio.create_task(job("!busy", "busy0"))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(job("!busy", f"busy{i}")) for i in (1, 2, 3)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(job("!quiet", "quiet")))
+    await asyncio.sleep(0)
+    assert order == ["busy0"] and scheduler.queued == 4
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert order.index("quiet") == 2  # after one more busy answer, not after all three
+
+
+async def test_scheduler_survives_cancelled_waiters():
+    scheduler = FairScheduler(limit=1)
+    release = asyncio.Event()
+
+    async def hold():
+        async with scheduler.slot("!a"):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(hold())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    release.set()
+    await holder
+    async with asyncio.timeout(1):
+        async with scheduler.slot("!b"):
+            pass
+
+
+class FakePort:
+    user_id = "@bot:x"
+
+    def __init__(self, limited_after: int | None = None, retry_after: float = 0.3):
+        self.sent: list[dict] = []
+        self.limited_after = limited_after
+        self.retry_after = retry_after
+        self.refusals = 0
+
+    async def send(self, room_id, content):
+        if self.limited_after is not None and len(self.sent) >= self.limited_after:
+            if self.refusals < 3:
+                self.refusals += 1
+                raise RateLimited(self.retry_after)
+        self.sent.append(content)
+        await asyncio.sleep(0.001)
+        return f"$e{len(self.sent)}"
+
+
+def stream(port, **kw):
+    async def first(event_id):
+        first.seen = event_id
+
+    first.seen = None
+    options = {"interval": 0.05, "max_edits": 5, "final_timeout": 5, **kw}
+    return ReplyStream(port, "!r", "$q", None, "@a:x", on_first_event=first, **options), first
+
+
+async def test_stream_sends_first_text_then_throttled_edits_and_a_final_edit():
+    port = FakePort()
+    reply, first = stream(port)
+    for i in range(40):
+        reply.update(f"text {i}")
+        await asyncio.sleep(0.005)
+    assert await reply.finish("text final")
+    assert first.seen == "$e1"
+    assert port.sent[0]["body"].startswith("text ") and "org.matrix.msc4357.live" in port.sent[0]
+    edits = port.sent[1:]
+    assert 1 <= len(edits) <= 6  # at most max_edits intermediate edits + the final one
+    final = edits[-1]["m.new_content"]
+    assert final["body"] == "text final" and "org.matrix.msc4357.live" not in final
+
+
+async def test_rate_limits_skip_intermediate_edits_but_the_final_text_lands():
+    port = FakePort(limited_after=1, retry_after=0.2)
+    reply, _ = stream(port, max_edits=50)
+    for i in range(30):
+        reply.update(f"t{i}")
+        await asyncio.sleep(0.01)
+    assert await reply.finish("complete")
+    assert port.refusals == 3 and reply.rate_limit_waits >= 1
+    assert port.sent[-1]["m.new_content"]["body"] == "complete"
+    assert len(port.sent) < 30
+
+
+async def test_a_fast_answer_is_one_message_without_live_marker():
+    port = FakePort()
+    reply, _ = stream(port)
+    assert await reply.finish("tout de suite")
+    assert len(port.sent) == 1 and "org.matrix.msc4357.live" not in port.sent[0]

@@ -1,0 +1,94 @@
+"""The model client against the stand-in server over real HTTP and SSE."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.config import LLMSettings
+from bot.llm.client import ChatModel, LLMError, Sampling, StreamResult, estimate_tokens
+from tests.support.fake_llm import Behaviour
+
+SAMPLING = Sampling(temperature=0.2, top_p=0.9, max_tokens=64)
+QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Bonjour à tous"}]
+
+
+def model_for(llm, **overrides) -> ChatModel:
+    settings = LLMSettings(base_url=llm.base_url, model="stand-in", api_key="sk-test",
+                           first_token_timeout_s=2, chunk_timeout_s=1, **overrides)  # fmt: skip
+    return ChatModel(settings)
+
+
+async def collect(model, messages=QUESTION):
+    result = StreamResult()
+    parts = [part async for part in model.stream(messages, SAMPLING, result)]
+    return parts, result
+
+
+async def test_streams_deltas_and_sends_sampling_and_key(llm):
+    model = model_for(llm)
+    try:
+        parts, result = await collect(model)
+    finally:
+        await model.aclose()
+    assert "".join(parts) == "Réponse à « Bonjour à tous »"
+    assert len(parts) > 1  # streamed, not one block
+    assert result.finish_reason == "stop" and result.tokens == len(parts)
+    assert result.first_token_at is not None
+    request = llm.requests[-1]
+    assert request["body"]["temperature"] == 0.2 and request["body"]["max_tokens"] == 64
+    assert request["body"]["stream"] is True
+    assert request["headers"]["Authorization"] == "Bearer sk-test"
+
+
+async def test_token_counts_use_tokenize_then_fall_back_to_the_estimate(llm):
+    model = model_for(llm)
+    try:
+        assert await model.count_tokens(QUESTION) == 1 + 3 + 2 * 4
+        assert llm.tokenize_requests == 2
+        await model.count_tokens(QUESTION)
+        assert llm.tokenize_requests == 2  # cached
+    finally:
+        await model.aclose()
+    llm.tokenize = False
+    model = model_for(llm)
+    try:
+        text = "x" * 30
+        assert await model.count_tokens([{"role": "user", "content": text}]) == 10 + 4
+        assert estimate_tokens(text) == 10
+    finally:
+        await model.aclose()
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [
+        (Behaviour(status=503), "server"),
+        (Behaviour(status=400, error_body='{"error":"maximum context length exceeded"}'),
+         "context_too_long"),
+        (Behaviour(status=401, error_body='{"error":"bad key"}'), "rejected"),
+        (Behaviour(broken_after=2), "bad_response"),
+        (Behaviour(first_delay=3), "timeout"),
+        (Behaviour(hang_after=2), "timeout"),
+    ],
+)  # fmt: skip
+async def test_failures_are_classified(llm, behaviour, kind):
+    llm.default = behaviour
+    model = model_for(llm)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await collect(model)
+    finally:
+        await model.aclose()
+    assert caught.value.kind == kind
+
+
+async def test_unreachable_server(llm):
+    llm.stop()
+    model = model_for(llm)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await collect(model)
+        assert await model.count_tokens(QUESTION) > 0  # estimates when it cannot ask
+    finally:
+        await model.aclose()
+    assert caught.value.kind == "unreachable"

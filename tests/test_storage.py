@@ -1,0 +1,97 @@
+"""The SQLite database: migrations at start, WAL, private file, and the rows the relay relies on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+
+import aiosqlite
+import pytest
+
+from bot.storage import database
+from bot.storage.database import SchemaError, migrations, open_database, schema_version
+from bot.storage.store import MessageRow, Store
+
+
+async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):
+    path = tmp_path / "db" / "bot.sqlite3"
+    conn = await open_database(path)
+    assert await schema_version(conn) == len(migrations())
+    async with conn.execute("PRAGMA journal_mode") as cursor:
+        assert (await cursor.fetchone())[0] == "wal"
+    await conn.close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch):
+    """Open with only the earlier migrations, write rows, then open with all of them."""
+    all_migrations = migrations()
+    previous = tmp_path / "previous"
+    previous.mkdir()
+    for migration in all_migrations[:-1]:
+        shutil.copy(migration.path, previous / migration.path.name)
+    monkeypatch.setattr(database, "MIGRATIONS_DIR", previous)
+    path = tmp_path / "bot.sqlite3"
+    conn = await open_database(path)
+    assert await schema_version(conn) == len(all_migrations) - 1
+    if len(all_migrations) > 1:
+        await conn.execute("INSERT INTO rooms (room_id, joined_at) VALUES ('!r', 1)")
+        await conn.commit()
+    await conn.close()
+
+    monkeypatch.undo()
+    conn = await open_database(path)
+    assert await schema_version(conn) == len(all_migrations)
+    async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
+        tables = {row[0] for row in await cursor.fetchall()}
+    assert {"rooms", "prompts", "messages", "answers", "votes", "sync_state",
+            "handled_events"} <= tables  # fmt: skip
+    if len(all_migrations) > 1:
+        async with conn.execute("SELECT room_id FROM rooms") as cursor:
+            assert [row[0] for row in await cursor.fetchall()] == ["!r"]
+    await conn.close()
+    conn = await open_database(path)  # a second start applies nothing
+    assert await database.migrate(conn) == []
+    await conn.close()
+
+
+async def test_a_newer_schema_is_refused_and_a_broken_migration_rolls_back(tmp_path, monkeypatch):
+    path = tmp_path / "bot.sqlite3"
+    async with aiosqlite.connect(path) as conn:
+        await conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(SchemaError, match="newer"):
+        await open_database(path)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "0001_ok.sql").write_text("CREATE TABLE a (x INTEGER);")
+    (broken / "0002_bad.sql").write_text("CREATE TABLE b (x INTEGER); CREATE TABLE a (y);")
+    monkeypatch.setattr(database, "MIGRATIONS_DIR", broken)
+    other = tmp_path / "other.sqlite3"
+    with pytest.raises(aiosqlite.OperationalError):
+        await open_database(other)
+    async with aiosqlite.connect(other) as conn:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            assert (await cursor.fetchone())[0] == 1
+        async with conn.execute("SELECT name FROM sqlite_master WHERE name = 'b'") as cursor:
+            assert await cursor.fetchone() is None  # 0002 left nothing behind
+
+
+async def test_answers_are_owed_once_and_prompts_versioned(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    try:
+        assert await store.queue_answer("!r", "$q", 10, None, 11)
+        assert not await store.queue_answer("!r", "$q", 10, None, 12)
+        assert [a.question_event_id for a in await store.open_answers()] == ["$q"]
+        assert await store.add_prompt("!r", "one", "@a:x", 1) == 1
+        assert await store.add_prompt("!r", None, "@b:x", 2) == 2
+        assert await store.add_prompt("!other", "x", "@a:x", 3) == 1
+        current = await store.current_prompt("!r")
+        assert current.version == 2 and current.text is None
+        assert await store.claim_event("$c", 1) and not await store.claim_event("$c", 2)
+        await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "hi", 5, None, None, False))
+        await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "edited", 5, None, None, 0))
+        assert (await store.message("$m")).body == "edited"
+    finally:
+        await store.close()
