@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.conftest import invite_bot
 from tests.support.matrix_user import answer_to, final_answer, notices, originals
@@ -29,6 +30,18 @@ async def test_dm_gets_a_streamed_answer_with_html_and_mentions(make_user, start
     assert "Lucie" in sent["messages"][0]["content"]
     assert sent["messages"][-1] == {"role": "user", "content": question_text(alice, room, question)}
     assert sent["stream"] is True
+    assert bot.user_id in alice.typing[room]  # typing shown while generating
+
+    record = (await bot.query("SELECT * FROM answers"))[0]
+    assert record["question_event_id"] == question
+    assert record["answer_event_id"] == answer["event_id"]
+    assert json.loads(record["request_messages"]) == sent["messages"]
+    assert json.loads(record["sampling"]) == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 1024}
+    assert record["model"] == "stand-in" and record["prompt_version"] == 0
+    assert record["status"] == "complete" and record["text"] == text
+    assert record["tokens"] > 1 and record["edits"] >= 1
+    assert record["created_at"] <= record["started_at"] <= record["first_token_at"]
+    assert record["first_token_at"] <= record["first_visible_at"] <= record["finished_at"]
 
 
 def question_text(user, room, event_id):
@@ -106,8 +119,8 @@ async def test_thread_answers_stay_in_the_thread_and_follow_ups_need_no_mention(
     assert len(sent) == 3  # root and first question merged as one user turn, answer, follow-up
 
 
-async def test_dm_keeps_the_recent_exchange_until_reset(make_user, start_bot, llm):
-    bot = start_bot()
+async def test_dm_keeps_the_recent_exchange_until_reset_or_a_pause(make_user, start_bot, llm):
+    bot = start_bot(bot={"dm_idle_minutes": 0.05})  # a 3 s pause starts a new conversation
     alice = await make_user("alice")
     room = await invite_bot(alice, bot, direct=True)
     one = await alice.send(room, "Je m'appelle Alice.")
@@ -123,6 +136,13 @@ async def test_dm_keeps_the_recent_exchange_until_reset(make_user, start_bot, ll
     messages = llm.requests[-1]["body"]["messages"]
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[1]["content"] == "Et maintenant ?"
+    four = await alice.send(room, "Tu te souviens ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, four))
+    assert len(llm.requests[-1]["body"]["messages"]) == 4
+    await asyncio.sleep(3.5)
+    five = await alice.send(room, "Après une pause ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, five))
+    assert [m["content"] for m in llm.requests[-1]["body"]["messages"][1:]] == ["Après une pause ?"]
 
 
 async def test_hostile_and_odd_events_never_stop_the_bot(make_user, start_bot, llm):

@@ -40,6 +40,7 @@ class MatrixUser:
         self.user_id = user.user_id
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.undecrypted = 0
+        self.typing: dict[str, set[str]] = defaultdict(set)  # every user ever seen typing
 
     async def sync(self, timeout_ms: int = 300) -> None:
         client = self.client
@@ -47,6 +48,8 @@ class MatrixUser:
         if not isinstance(response, SyncResponse):
             return
         for room_id, info in response.rooms.join.items():
+            for ephemeral in info.ephemeral:
+                self.typing[room_id].update(getattr(ephemeral, "users", []))
             for event in info.timeline.events:
                 if isinstance(event, MegolmEvent):
                     self.undecrypted += 1

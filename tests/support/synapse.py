@@ -113,7 +113,8 @@ class Synapse:
         else:
             self.stop()
             raise RuntimeError(f"synapse did not answer /health within {START_TIMEOUT_S} s")
-        self.admin = self.register("admin", admin=True)
+        if self.admin is None:
+            self.admin = self.register("admin", admin=True)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
