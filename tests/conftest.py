@@ -89,5 +89,5 @@ async def invite_bot(
 ) -> str:
     """A room with the bot in it, once its join notice has arrived."""
     room_id = await user.create_room([bot.user_id], direct=direct, encrypted=encrypted)
-    await user.wait_for(room_id, lambda events: notices(events, bot.user_id), timeout=60)
+    await user.wait_for(room_id, lambda events: notices(events, bot.user_id), within=60)
     return room_id

@@ -19,9 +19,13 @@ EXAMPLE = ROOT / "config" / "example.toml"
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LUCIE_BOT_")}
     return subprocess.run(
-        [sys.executable, "-m", "bot", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**clean, **(env or {})}, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "bot", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**clean, **(env or {})},
+        timeout=60,
+    )
 
 
 def test_example_config_loads_with_documented_defaults(monkeypatch):
@@ -73,20 +77,35 @@ def test_environment_alone_is_enough(monkeypatch):
     ("toml", "env", "expected"),
     [
         ("[llm]\nmodel = 'x'\n", {}, "invalid setting matrix: Field required"),
-        ("[matrix]\nhomeserver = 'matrix.org'\nuser_id = '@a:b'\npassword = 'p'\n", {},
-         "invalid setting matrix.homeserver: must start with http:// or https://"),
-        ("[matrix]\nhomeserver = 'http://h'\nuser_id = 'lucie'\npassword = 'p'\n", {},
-         "invalid setting matrix.user_id: must be a full Matrix id"),
-        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\n", {},
-         "invalid setting matrix: set matrix.password, or matrix.access_token"),
-        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n",
-         {"LUCIE_BOT_LLM__TEMPERATURE": "hot"},
-         "invalid setting llm.temperature: Input should be a valid number"),
-        ("[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n[bot]\nlang = 1\n",
-         {}, "invalid setting bot.lang: Extra inputs are not permitted"),
+        (
+            "[matrix]\nhomeserver = 'matrix.org'\nuser_id = '@a:b'\npassword = 'p'\n",
+            {},
+            "invalid setting matrix.homeserver: must start with http:// or https://",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = 'lucie'\npassword = 'p'\n",
+            {},
+            "invalid setting matrix.user_id: must be a full Matrix id",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\n",
+            {},
+            "invalid setting matrix: set matrix.password, or matrix.access_token",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n",
+            {"LUCIE_BOT_LLM__TEMPERATURE": "hot"},
+            "invalid setting llm.temperature: Input should be a valid number",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n"
+            "[bot]\nlang = 1\n",
+            {},
+            "invalid setting bot.lang: Extra inputs are not permitted",
+        ),
         ("[matrix\n", {}, "is not valid TOML"),
     ],
-)  # fmt: skip
+)
 def test_bad_config_fails_with_one_clear_line(tmp_path, toml, env, expected):
     config = tmp_path / "bad.toml"
     config.write_text(toml)
@@ -113,5 +132,5 @@ def test_check_config_accepts_the_example():
 def test_config_error_type_is_raised_in_process(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[matrix]\nhomeserver = 'http://h'\n")
-    with pytest.raises(ConfigError, match="matrix.user_id"):
+    with pytest.raises(ConfigError, match=r"matrix\.user_id"):
         load_settings(bad)

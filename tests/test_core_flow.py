@@ -15,8 +15,13 @@ async def words(messages):
 
 
 async def test_budget_drops_oldest_turns_keeps_system_and_question():
-    turns = [Turn("user", "a " * 10), Turn("assistant", "b " * 10), Turn("user", "c " * 10),
-             Turn("assistant", "d " * 10), Turn("user", "question finale")]  # fmt: skip
+    turns = [
+        Turn("user", "a " * 10),
+        Turn("assistant", "b " * 10),
+        Turn("user", "c " * 10),
+        Turn("assistant", "d " * 10),
+        Turn("user", "question finale"),
+    ]
     messages = to_messages("system prompt", turns, name_speakers=False)
     kept, total = await fit_to_budget(messages, 25, words)
     assert [m["content"][:1] for m in kept] == ["s", "c", "d", "q"]
@@ -85,10 +90,10 @@ class FakePort:
         self.refusals = 0
 
     async def send(self, room_id, content):
-        if self.limited_after is not None and len(self.sent) >= self.limited_after:
-            if self.refusals < 3:
-                self.refusals += 1
-                raise RateLimited(self.retry_after)
+        limited = self.limited_after is not None and len(self.sent) >= self.limited_after
+        if limited and self.refusals < 3:
+            self.refusals += 1
+            raise RateLimited(self.retry_after)
         self.sent.append(content)
         await asyncio.sleep(0.001)
         return f"$e{len(self.sent)}"

@@ -20,8 +20,14 @@ BOT = "@lucie:example.org"
 
 
 def event(content, **extra):
-    return {"type": "m.room.message", "event_id": "$e", "sender": "@a:example.org",
-            "origin_server_ts": 1, "content": content, **extra}  # fmt: skip
+    return {
+        "type": "m.room.message",
+        "event_id": "$e",
+        "sender": "@a:example.org",
+        "origin_server_ts": 1,
+        "content": content,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(
@@ -45,14 +51,16 @@ def test_hostile_messages_are_dropped_or_parsed_safely(raw):
 
 
 def test_message_fields_and_fallback_stripping():
-    raw = event({
-        "msgtype": "m.text",
-        "body": "> <@b:x> earlier\n> more\n\nthe reply",
-        "format": "org.matrix.custom.html",
-        "formatted_body": "<mx-reply><blockquote>earlier</blockquote></mx-reply>the reply",
-        "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
-        "m.mentions": {"user_ids": [BOT, 7]},
-    })  # fmt: skip
+    raw = event(
+        {
+            "msgtype": "m.text",
+            "body": "> <@b:x> earlier\n> more\n\nthe reply",
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<mx-reply><blockquote>earlier</blockquote></mx-reply>the reply",
+            "m.relates_to": {"m.in_reply_to": {"event_id": "$q"}},
+            "m.mentions": {"user_ids": [BOT, 7]},
+        }
+    )
     message = parse_message("!r", raw)
     assert message.body == "the reply"
     assert message.formatted_body == "the reply"
@@ -63,24 +71,53 @@ def test_message_fields_and_fallback_stripping():
 
 
 def test_thread_fallback_reply_is_not_a_reply_and_edits_are_flagged():
-    thread = parse_message("!r", event({"msgtype": "m.text", "body": "t", "m.relates_to": {
-        "rel_type": "m.thread", "event_id": "$root", "is_falling_back": True,
-        "m.in_reply_to": {"event_id": "$last"}}}))  # fmt: skip
+    thread = parse_message(
+        "!r",
+        event(
+            {
+                "msgtype": "m.text",
+                "body": "t",
+                "m.relates_to": {
+                    "rel_type": "m.thread",
+                    "event_id": "$root",
+                    "is_falling_back": True,
+                    "m.in_reply_to": {"event_id": "$last"},
+                },
+            }
+        ),
+    )
     assert thread.thread_root == "$root" and thread.reply_to is None
-    edit = parse_message("!r", event({"msgtype": "m.text", "body": "* x", "m.new_content": {},
-        "m.relates_to": {"rel_type": "m.replace", "event_id": "$o"}}))  # fmt: skip
+    edit = parse_message(
+        "!r",
+        event(
+            {
+                "msgtype": "m.text",
+                "body": "* x",
+                "m.new_content": {},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": "$o"},
+            }
+        ),
+    )
     assert edit.is_edit
 
 
 def test_reactions_and_redactions_parse_defensively():
-    good = {"type": "m.reaction", "event_id": "$r", "sender": "@a:x", "origin_server_ts": 5,
-            "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$t",
-                                         "key": "👍"}}}  # fmt: skip
+    good = {
+        "type": "m.reaction",
+        "event_id": "$r",
+        "sender": "@a:x",
+        "origin_server_ts": 5,
+        "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$t", "key": "👍"}},
+    }
     assert parse_reaction("!r", good).target == "$t"
     assert parse_reaction("!r", {**good, "content": {"m.relates_to": []}}) is None
     assert parse_reaction("!r", {**good, "content": None}) is None
-    v11 = {"type": "m.room.redaction", "event_id": "$x", "sender": "@a:x",
-           "content": {"redacts": "$r"}}  # fmt: skip
+    v11 = {
+        "type": "m.room.redaction",
+        "event_id": "$x",
+        "sender": "@a:x",
+        "content": {"redacts": "$r"},
+    }
     assert parse_redaction("!r", v11).redacts == "$r"
     assert parse_redaction("!r", {**v11, "redacts": "$old"}).redacts == "$old"
     assert parse_redaction("!r", {"type": "m.room.redaction", "content": {}}) is None
@@ -126,8 +163,9 @@ def test_strip_bot_name():
 
 def test_inviters_match_user_globs_and_servers():
     patterns = ["@*:agent.*.tchap.gouv.fr", "example.org"]
-    assert inviter_allowed("@jean.dupont-interieur.gouv.fr:agent.interieur.tchap.gouv.fr",
-                           patterns, [])  # fmt: skip
+    assert inviter_allowed(
+        "@jean.dupont-interieur.gouv.fr:agent.interieur.tchap.gouv.fr", patterns, []
+    )
     assert inviter_allowed("@bob:example.org", patterns, [])
     assert not inviter_allowed("@bob:evil.org", patterns, [])
     assert not inviter_allowed("@bob:example.org.evil.org", patterns, [])
@@ -135,13 +173,20 @@ def test_inviters_match_user_globs_and_servers():
 
 
 def test_room_admins_in_tchap_and_twake_levels():
-    tchap = {"users": {"@admin:t": 100, "@mod:t": 50}, "users_default": 0,
-             "state_default": 100, "events": {}}  # fmt: skip
+    tchap = {
+        "users": {"@admin:t": 100, "@mod:t": 50},
+        "users_default": 0,
+        "state_default": 100,
+        "events": {},
+    }
     assert may_change_power_levels(tchap, "@admin:t")
     assert not may_change_power_levels(tchap, "@mod:t")
     assert not may_change_power_levels(tchap, "@nobody:t")
-    twake = {"users": {"@admin:w": 80, "@owner:w": 90, "@member:w": 10}, "state_default": 50,
-             "events": {"m.room.power_levels": 80}}  # fmt: skip
+    twake = {
+        "users": {"@admin:w": 80, "@owner:w": 90, "@member:w": 10},
+        "state_default": 50,
+        "events": {"m.room.power_levels": 80},
+    }
     assert may_change_power_levels(twake, "@admin:w") and may_change_power_levels(twake, "@owner:w")
     assert not may_change_power_levels(twake, "@member:w")
     assert not may_change_power_levels({"users": "junk", "users_default": True}, "@x:y")
@@ -168,7 +213,10 @@ def test_html_is_sanitised_to_the_matrix_allow_list():
     assert "&lt;a href" in to_html('<a href="javascript:alert(1)">x</a>')  # raw HTML escaped
     assert sanitise('<a href="javascript:alert(1)">x</a>') == "<a>x</a>"
     assert sanitise('<a href="mxc://s/m">x</a>') == "<a>x</a>"
-    assert sanitise('<img src="https://t.co/p.png"><img src="mxc://s/m">') == '<img><img src="mxc://s/m">'
+    assert (
+        sanitise('<img src="https://t.co/p.png"><img src="mxc://s/m">')
+        == '<img><img src="mxc://s/m">'
+    )
     assert sanitise('<font color="red"><b onclick="x()">b</b></font>') == "<b>b</b>"
     assert "<img" not in html or "https://x" not in html  # img only from mxc://
     assert 'src="mxc://s/m"' in to_html("![i](mxc://s/m)")

@@ -48,15 +48,13 @@ def question_text(user, room, event_id):
     return next(e for e in user.events[room] if e["event_id"] == event_id)["content"]["body"]
 
 
-async def test_group_room_answers_mentions_and_ignores_plain_messages(
-    make_user, start_bot, llm
-):
+async def test_group_room_answers_mentions_and_ignores_plain_messages(make_user, start_bot, llm):
     bot = start_bot()
     alice = await make_user("alice")
     bob = await make_user("bob")
     room = await alice.create_room([bot.user_id, bob.user_id])
     await bob.join(room)
-    await alice.wait_for(room, lambda ev: notices(ev, bot.user_id), timeout=60)
+    await alice.wait_for(room, lambda ev: notices(ev, bot.user_id), within=60)
 
     plain = await alice.send(room, "Bob, on déjeune à midi ?")
     asked = await bob.send(room, f"{bot.user_id} combien font 2 et 2 ?", mentions=[bot.user_id])
@@ -82,11 +80,14 @@ async def test_reply_chain_reaches_the_model_without_fallbacks(make_user, start_
     answer = answer_to(alice.events[room], bot.user_id, first)["event_id"]
     # an old client's reply: quoted fallback in body, <mx-reply> in HTML, no m.mentions
     follow = await alice.send(
-        room, f"> <{bot.user_id}> Réponse à « cite un fleuve »\n\nEt sa longueur ?",
+        room,
+        f"> <{bot.user_id}> Réponse à « cite un fleuve »\n\nEt sa longueur ?",
         reply_to=answer,
-        extra={"format": "org.matrix.custom.html",
-               "formatted_body": "<mx-reply><blockquote>old</blockquote></mx-reply>Et sa longueur ?"},
-    )  # fmt: skip
+        extra={
+            "format": "org.matrix.custom.html",
+            "formatted_body": "<mx-reply><blockquote>old</blockquote></mx-reply>Et sa longueur ?",
+        },
+    )
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, follow))
     sent = llm.requests[-1]["body"]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
@@ -152,15 +153,21 @@ async def test_hostile_and_odd_events_never_stop_the_bot(make_user, start_bot, l
     odd = [
         ("m.room.message", {"msgtype": "m.text", "body": 42}),
         ("m.room.message", {"msgtype": "m.text", "body": "x", "m.relates_to": "garbage"}),
-        ("m.room.message", {"msgtype": "m.text", "body": "x",
-                            "m.relates_to": {"m.in_reply_to": {"event_id": "$nope"}}}),
+        (
+            "m.room.message",
+            {
+                "msgtype": "m.text",
+                "body": "x",
+                "m.relates_to": {"m.in_reply_to": {"event_id": "$nope"}},
+            },
+        ),
         ("m.room.message", {"msgtype": "m.text", "body": "y", "m.mentions": {"user_ids": 5}}),
         ("m.room.message", {"msgtype": "m.notice", "body": "a notice is never answered"}),
         ("m.room.message", {"msgtype": "m.text", "body": "!lucie " + "x" * 5000}),
         ("m.reaction", {"m.relates_to": {"rel_type": "m.annotation", "event_id": 3}}),
         ("m.room.redaction", {"redacts": ["not", "an", "id"]}),
         ("org.example.custom", {"anything": [1, 2, 3]}),
-    ]  # fmt: skip
+    ]
     accepted = 0
     for event_type, content in odd:
         try:
@@ -172,9 +179,16 @@ async def test_hostile_and_odd_events_never_stop_the_bot(make_user, start_bot, l
     edit_of = await alice.send(room, "une vraie question")
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, edit_of))
     requests = len(llm.requests)
-    await alice.send_raw(room, "m.room.message", {
-        "msgtype": "m.text", "body": "* corrigée", "m.new_content": {"msgtype": "m.text",
-        "body": "corrigée"}, "m.relates_to": {"rel_type": "m.replace", "event_id": edit_of}})  # fmt: skip
+    await alice.send_raw(
+        room,
+        "m.room.message",
+        {
+            "msgtype": "m.text",
+            "body": "* corrigée",
+            "m.new_content": {"msgtype": "m.text", "body": "corrigée"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": edit_of},
+        },
+    )
     last = await alice.send(room, "toujours là ?")
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, last))
     assert len(llm.requests) == requests + 1  # the edit was not answered

@@ -21,9 +21,10 @@ async def test_encrypted_dm_round_trip_and_device_reused_after_restart(
     assert llm.requests[-1]["body"]["messages"][-1]["content"] == "Message chiffré : bonjour ?"
     assert alice.undecrypted == 0  # every event of the bot was readable
     raw = synapse.request(
-        "GET", f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50",
+        "GET",
+        f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50",
         token=alice.client.access_token,
-    )["chunk"]  # fmt: skip
+    )["chunk"]
     from_bot = [e["type"] for e in raw if e["sender"] == bot.user_id and "state_key" not in e]
     assert from_bot and set(from_bot) == {"m.room.encrypted"}  # the server never saw plain text
 

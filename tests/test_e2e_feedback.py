@@ -37,8 +37,9 @@ async def test_votes_stored_variants_normalised_and_redaction_withdraws(make_use
     await bob.redact(room, down_tone)
 
     async def withdrawn():
-        rows = await bot.query("SELECT withdrawn_at FROM votes WHERE reaction_event_id = ?",
-                               down_tone)  # fmt: skip
+        rows = await bot.query(
+            "SELECT withdrawn_at FROM votes WHERE reaction_event_id = ?", down_tone
+        )
         return rows[0]["withdrawn_at"]
 
     assert await eventually(withdrawn)

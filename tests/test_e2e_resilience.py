@@ -40,16 +40,20 @@ async def test_model_server_down_then_back(make_user, start_bot, llm):
     assert await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, back))
 
 
-async def test_server_errors_broken_stream_and_context_too_long_notices(
-    make_user, start_bot, llm
-):
+async def test_server_errors_broken_stream_and_context_too_long_notices(make_user, start_bot, llm):
     bot = start_bot()
     alice = await make_user("alice")
     room = await invite_bot(alice, bot, direct=True)
     llm.when("PANNE", Behaviour(status=500))
     llm.when("CASSE", Behaviour(broken_after=3, text=LONG))
-    llm.when("LONG", Behaviour(status=400, error_body='{"error": {"message": '
-                                "\"This model's maximum context length is 4096 tokens\"}}"))
+    llm.when(
+        "LONG",
+        Behaviour(
+            status=400,
+            error_body='{"error": {"message": '
+            '"This model\'s maximum context length is 4096 tokens"}}',
+        ),
+    )
 
     def notice_with(word, after):
         return lambda ev: [n for n in notices(ev, bot.user_id)[after:] if word in n]
@@ -83,7 +87,7 @@ async def test_restart_no_duplicate_no_history_and_catch_up(make_user, start_bot
     missed = await alice.send(room, "Question posée pendant la panne")
     requests_before = len(llm.requests)
     bot.start()
-    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, missed), timeout=60)
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, missed), within=60)
     await asyncio.sleep(2)
     await alice.sync()
     events = alice.events[room]
@@ -105,9 +109,7 @@ async def test_answer_cut_by_a_crash_is_completed_in_the_same_reply(make_user, s
     assert "org.matrix.msc4357.live" in first["content"]
     llm.default = Behaviour(text=LONG)
     bot.start()
-    text = await alice.wait_for(
-        room, lambda ev: final_answer(ev, bot.user_id, question), timeout=60
-    )
+    text = await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question), within=60)
     assert text == LONG
     await asyncio.sleep(1)
     await alice.sync()
@@ -118,17 +120,13 @@ async def test_answer_cut_by_a_crash_is_completed_in_the_same_reply(make_user, s
     assert rows == [{"status": "complete", "attempts": 2, "answer_event_id": first["event_id"]}]
 
 
-async def test_streaming_under_default_rate_limits_lands_the_full_text(
-    make_user, start_bot, llm
-):
+async def test_streaming_under_default_rate_limits_lands_the_full_text(make_user, start_bot, llm):
     bot = start_bot(rate_limited=True, bot={"edit_interval_s": 0.1, "max_edits_per_answer": 40})
     alice = await make_user("alice")
     room = await invite_bot(alice, bot, direct=True)
     llm.default = Behaviour(token_delay=0.05, text=LONG)
     question = await alice.send(room, "Un long texte, s'il te plaît")
-    text = await alice.wait_for(
-        room, lambda ev: final_answer(ev, bot.user_id, question), timeout=90
-    )
+    text = await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question), within=90)
     assert text == LONG
     answer = answer_to(alice.events[room], bot.user_id, question)
     assert len(edits_of(alice.events[room], answer["event_id"])) < 40
@@ -151,7 +149,7 @@ async def test_a_slow_answer_in_one_room_does_not_delay_another(make_user, start
     assert time.monotonic() - started < 10  # well before the slow answer's first token
     assert final_answer(alice.events[slow_room], bot.user_id, slow) is None
     assert await alice.wait_for(
-        slow_room, lambda ev: final_answer(ev, bot.user_id, slow), timeout=40
+        slow_room, lambda ev: final_answer(ev, bot.user_id, slow), within=40
     )
     slow_answer = answer_to(alice.events[slow_room], bot.user_id, slow)
     assert current_content(alice.events[slow_room], slow_answer["event_id"])["body"]

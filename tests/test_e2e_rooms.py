@@ -45,7 +45,7 @@ async def test_english_notice_and_history_before_the_join_is_never_answered(
     old = await alice.send(room, f"{bot.user_id} did you see this?", mentions=[bot.user_id])
     await asyncio.sleep(1.1)
     await alice.client.room_invite(room, bot.user_id)
-    notice = await alice.wait_for(room, lambda ev: notices(ev, bot.user_id), timeout=60)
+    notice = await alice.wait_for(room, lambda ev: notices(ev, bot.user_id), within=60)
     assert "no guarantee" in notice[0] and "👍" in notice[0]
     asked = await alice.send(room, f"{bot.user_id} and now?", mentions=[bot.user_id])
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
@@ -67,9 +67,14 @@ async def test_expired_token_logs_in_again_on_the_same_device(make_user, start_b
     bot.stop()
 
     def devices():
-        return sorted(d["device_id"] for d in synapse.request(
-            "GET", f"/_synapse/admin/v2/users/{quote(bot.user_id)}/devices",
-            token=synapse.admin.access_token)["devices"])  # fmt: skip
+        return sorted(
+            d["device_id"]
+            for d in synapse.request(
+                "GET",
+                f"/_synapse/admin/v2/users/{quote(bot.user_id)}/devices",
+                token=synapse.admin.access_token,
+            )["devices"]
+        )
 
     before = devices()
     credentials = bot.data_dir / "credentials.json"
@@ -78,7 +83,7 @@ async def test_expired_token_logs_in_again_on_the_same_device(make_user, start_b
     credentials.write_text(json.dumps(saved))
     bot.start()
     asked = await alice.send(room, "Encore là ?")
-    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), timeout=60)
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), within=60)
     renewed = json.loads(credentials.read_text())
     assert renewed["device_id"] == saved["device_id"]
     assert renewed["access_token"] != "syt_expired_token"
@@ -94,9 +99,10 @@ async def test_homeserver_outage_is_survived_with_backoff(make_user, start_bot, 
     await asyncio.sleep(4)  # several failed syncs
     synapse.start()
     asked = await alice.send(room, "Le serveur est revenu ?")
-    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), timeout=60)
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), within=60)
     assert bot.process.poll() is None
     assert "sync failed" in bot.log()
-    replies = [e for e in originals(alice.events[room], bot.user_id)
-               if e["content"]["msgtype"] == "m.text"]  # fmt: skip
+    replies = [
+        e for e in originals(alice.events[room], bot.user_id) if e["content"]["msgtype"] == "m.text"
+    ]
     assert len(replies) == 1

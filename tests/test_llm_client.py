@@ -13,8 +13,14 @@ QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "B
 
 
 def model_for(llm, **overrides) -> ChatModel:
-    settings = LLMSettings(base_url=llm.base_url, model="stand-in", api_key="sk-test",
-                           first_token_timeout_s=2, chunk_timeout_s=1, **overrides)  # fmt: skip
+    settings = LLMSettings(
+        base_url=llm.base_url,
+        model="stand-in",
+        api_key="sk-test",
+        first_token_timeout_s=2,
+        chunk_timeout_s=1,
+        **overrides,
+    )
     return ChatModel(settings)
 
 
@@ -63,14 +69,16 @@ async def test_token_counts_use_tokenize_then_fall_back_to_the_estimate(llm):
     ("behaviour", "kind"),
     [
         (Behaviour(status=503), "server"),
-        (Behaviour(status=400, error_body='{"error":"maximum context length exceeded"}'),
-         "context_too_long"),
+        (
+            Behaviour(status=400, error_body='{"error":"maximum context length exceeded"}'),
+            "context_too_long",
+        ),
         (Behaviour(status=401, error_body='{"error":"bad key"}'), "rejected"),
         (Behaviour(broken_after=2), "bad_response"),
         (Behaviour(first_delay=3), "timeout"),
         (Behaviour(hang_after=2), "timeout"),
     ],
-)  # fmt: skip
+)
 async def test_failures_are_classified(llm, behaviour, kind):
     llm.default = behaviour
     model = model_for(llm)

@@ -45,8 +45,15 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
     assert await schema_version(conn) == len(all_migrations)
     async with conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cursor:
         tables = {row[0] for row in await cursor.fetchall()}
-    assert {"rooms", "prompts", "messages", "answers", "votes", "sync_state",
-            "handled_events"} <= tables  # fmt: skip
+    assert {
+        "rooms",
+        "prompts",
+        "messages",
+        "answers",
+        "votes",
+        "sync_state",
+        "handled_events",
+    } <= tables
     if len(all_migrations) > 1:
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
             assert [row[0] for row in await cursor.fetchall()] == ["!r"]

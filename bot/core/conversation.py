@@ -188,9 +188,14 @@ class Relay:
         if vote is None or await self.store.answer_by_event(reaction.target) is None:
             return
         await self.store.add_vote(
-            reaction.event_id, reaction.target, room_id, reaction.sender, vote, reaction.key,
+            reaction.event_id,
+            reaction.target,
+            room_id,
+            reaction.sender,
+            vote,
+            reaction.key,
             reaction.ts,
-        )  # fmt: skip
+        )
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         redaction = parse_redaction(room_id, event)
@@ -252,25 +257,45 @@ class Relay:
         sampling = Sampling(llm.temperature, llm.top_p, llm.max_tokens)
         started = now_ms()
         await self.store.update_answer(
-            row.id, status="streaming", request_messages=messages,
-            prompt_version=prompt.version if prompt else 0, model=self.model.model,
-            sampling=sampling.as_dict(), started_at=started, attempts=row.attempts + 1,
-        )  # fmt: skip
+            row.id,
+            status="streaming",
+            request_messages=messages,
+            prompt_version=prompt.version if prompt else 0,
+            model=self.model.model,
+            sampling=sampling.as_dict(),
+            started_at=started,
+            attempts=row.attempts + 1,
+        )
 
         async def first_event(event_id: str) -> None:
             await self.store.update_answer(row.id, answer_event_id=event_id)
             await self.store.save_message(
-                MessageRow(event_id, row.room_id, self.bot_id, None, "", now_ms(),
-                           question.event_id, question.thread_root, True)
-            )  # fmt: skip
+                MessageRow(
+                    event_id,
+                    row.room_id,
+                    self.bot_id,
+                    None,
+                    "",
+                    now_ms(),
+                    question.event_id,
+                    question.thread_root,
+                    True,
+                )
+            )
 
         bot = self.settings.bot
         stream = ReplyStream(
-            self.port, row.room_id, reply_to=question.event_id, thread_root=question.thread_root,
-            mention=question.sender, interval=bot.edit_interval_s, max_edits=bot.max_edits_per_answer,
-            final_timeout=bot.final_edit_timeout_s, on_first_event=first_event,
+            self.port,
+            row.room_id,
+            reply_to=question.event_id,
+            thread_root=question.thread_root,
+            mention=question.sender,
+            interval=bot.edit_interval_s,
+            max_edits=bot.max_edits_per_answer,
+            final_timeout=bot.final_edit_timeout_s,
+            on_first_event=first_event,
             existing_event_id=row.answer_event_id,
-        )  # fmt: skip
+        )
         result, text, error = StreamResult(), "", None
         try:
             async for delta in self.model.stream(messages, sampling, result):
@@ -293,17 +318,32 @@ class Relay:
             notice = say(lang, key, prefix=bot.command_prefix)
             await self._notice(row.room_id, notice, question.event_id, question.thread_root)
         await self.store.update_answer(
-            row.id, status=status if landed else "cut", text=final or None,
-            error=str(error) if error else None, tokens=result.tokens, edits=stream.edits,
+            row.id,
+            status=status if landed else "cut",
+            text=final or None,
+            error=str(error) if error else None,
+            tokens=result.tokens,
+            edits=stream.edits,
             first_token_at=int(result.first_token_at * 1000) if result.first_token_at else None,
-            first_visible_at=int(stream.first_visible_at * 1000) if stream.first_visible_at else None,
+            first_visible_at=int(stream.first_visible_at * 1000)
+            if stream.first_visible_at
+            else None,
             finished_at=now_ms(),
-        )  # fmt: skip
+        )
         if stream.event_id:
             await self.store.save_message(
-                MessageRow(stream.event_id, row.room_id, self.bot_id, None, final, now_ms(),
-                           question.event_id, question.thread_root, True)
-            )  # fmt: skip
+                MessageRow(
+                    stream.event_id,
+                    row.room_id,
+                    self.bot_id,
+                    None,
+                    final,
+                    now_ms(),
+                    question.event_id,
+                    question.thread_root,
+                    True,
+                )
+            )
 
     async def _conversation(self, question: MessageRow, room: RoomRow, is_dm: bool) -> list[Turn]:
         if question.thread_root:

@@ -1,4 +1,4 @@
-"""Matrix events as plain data, parsed defensively: a hostile event yields None, never an exception."""
+"""Matrix events as plain data, parsed defensively: hostile events yield None, not errors."""
 
 from __future__ import annotations
 

@@ -85,8 +85,9 @@ class ReplyStream:
                 await self._send(self._latest, live=True)
             except RateLimited as exc:
                 self.rate_limit_waits += 1
-                log.info("rate limited in %s: next update in %.1f s", self.room_id,
-                         exc.retry_after_s)  # fmt: skip
+                log.info(
+                    "rate limited in %s: next update in %.1f s", self.room_id, exc.retry_after_s
+                )
                 self._not_before = time.monotonic() + exc.retry_after_s
                 self._changed.set()
             except SendFailed as exc:
@@ -97,9 +98,12 @@ class ReplyStream:
     async def _send(self, text: str, live: bool) -> str:
         if self.event_id is None:
             content = message_content(
-                text, reply_to=self.reply_to, thread_root=self.thread_root,
-                mention=self.mention, live=live,
-            )  # fmt: skip
+                text,
+                reply_to=self.reply_to,
+                thread_root=self.thread_root,
+                mention=self.mention,
+                live=live,
+            )
             event_id = await self.port.send(self.room_id, content)
             self.event_id = event_id
             self.first_visible_at = time.time()

@@ -1,4 +1,4 @@
-"""Client for an OpenAI-compatible chat server (vLLM, llama.cpp, TGI, Ollama): streaming and token counts."""
+"""OpenAI-compatible chat client (vLLM, llama.cpp, TGI, Ollama): streaming, token counts."""
 
 from __future__ import annotations
 

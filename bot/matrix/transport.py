@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-
 from nio import (
     Api,
     AsyncClient,
@@ -107,8 +106,9 @@ class MatrixTransport:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failures += 1
                 delay = min(self.settings.matrix.max_backoff_s, 2.0**failures)
-                log.warning("homeserver unreachable (%s), retrying in %.0f s",
-                            type(exc).__name__, delay)  # fmt: skip
+                log.warning(
+                    "homeserver unreachable (%s), retrying in %.0f s", type(exc).__name__, delay
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 if self._stopping.is_set():
@@ -330,9 +330,11 @@ class MatrixTransport:
                 self.client.access_token, room_id, "m.room.create"
             )
             response = await self.client._send(
-                RoomGetStateEventResponse, method, f"{path}&format=event",
+                RoomGetStateEventResponse,
+                method,
+                f"{path}&format=event",
                 response_data=("m.room.create", "", room_id),
-            )  # fmt: skip
+            )
             if not isinstance(response, RoomGetStateEventResponse):
                 return None
             event = response.content

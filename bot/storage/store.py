@@ -224,8 +224,8 @@ class Store:
     ) -> bool:
         """Owe an answer to a question; False if it was already owed or given."""
         changed = await self._write(
-            "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, created_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (question_event_id) DO NOTHING",
+            "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, "
+            "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (question_event_id) DO NOTHING",
             room_id,
             question_event_id,
             question_ts,
@@ -281,8 +281,8 @@ class Store:
         ts: int,
     ) -> bool:
         changed = await self._write(
-            "INSERT INTO votes (reaction_event_id, answer_event_id, room_id, sender, vote, raw_key, "
-            "ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO votes (reaction_event_id, answer_event_id, room_id, sender, vote, "
+            "raw_key, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             reaction_event_id,
             answer_event_id,
             room_id,
@@ -295,7 +295,8 @@ class Store:
 
     async def withdraw_vote(self, reaction_event_id: str, now: int) -> bool:
         changed = await self._write(
-            "UPDATE votes SET withdrawn_at = ? WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
+            "UPDATE votes SET withdrawn_at = ? "
+            "WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
             now,
             reaction_event_id,
         )

@@ -45,6 +45,7 @@ class BotProcess:
         llm: FakeLLM,
         bot: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
+        log_level: str = "DEBUG",
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -57,19 +58,25 @@ class BotProcess:
             self.config_path,
             {
                 "matrix": {
-                    "homeserver": synapse.url, "user_id": account.user_id,
-                    "password": account.password, "allowed_inviters": ["localhost"],
-                    "sync_timeout_ms": 2000, "max_backoff_s": 2,
+                    "homeserver": synapse.url,
+                    "user_id": account.user_id,
+                    "password": account.password,
+                    "allowed_inviters": ["localhost"],
+                    "sync_timeout_ms": 2000,
+                    "max_backoff_s": 2,
                 },
                 "llm": {
-                    "base_url": llm.base_url, "model": "stand-in", "connect_timeout_s": 2,
-                    "first_token_timeout_s": 20, "chunk_timeout_s": 10,
+                    "base_url": llm.base_url,
+                    "model": "stand-in",
+                    "connect_timeout_s": 2,
+                    "first_token_timeout_s": 20,
+                    "chunk_timeout_s": 10,
                     **(llm_settings or {}),
                 },
                 "bot": {"edit_interval_s": 0.3, "final_edit_timeout_s": 120, **(bot or {})},
             },
-            {"data_dir": str(self.data_dir), "log_level": "DEBUG"},
-        )  # fmt: skip
+            {"data_dir": str(self.data_dir), "log_level": log_level},
+        )
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept for the process' life
@@ -77,8 +84,12 @@ class BotProcess:
         env = {k: v for k, v in env.items() if not k.startswith("LUCIE_BOT_")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "run", "--config", str(self.config_path)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL if it lingers; returns the exit code."""

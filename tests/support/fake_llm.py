@@ -1,4 +1,4 @@
-"""A stand-in OpenAI-compatible server over real HTTP: streams SSE, records requests, misbehaves on demand."""
+"""A stand-in OpenAI-compatible server over real HTTP: streams SSE, records, misbehaves."""
 
 from __future__ import annotations
 

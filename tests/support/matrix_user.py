@@ -33,9 +33,12 @@ class MatrixUser:
             encryption_enabled=encryption, store_sync_tokens=True, max_limit_exceeded=5
         )
         self.client = AsyncClient(
-            synapse.url, user.user_id, device_id=user.device_id, store_path=str(folder),
+            synapse.url,
+            user.user_id,
+            device_id=user.device_id,
+            store_path=str(folder),
             config=config,
-        )  # fmt: skip
+        )
         self.client.restore_login(user.user_id, user.device_id, user.access_token)
         self.user_id = user.user_id
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -65,15 +68,15 @@ class MatrixUser:
                 await client.keys_claim(client.get_users_for_key_claiming())
 
     async def wait_for(
-        self, room_id: str, found: Callable[[list[dict[str, Any]]], T | None], timeout: float = 30
+        self, room_id: str, found: Callable[[list[dict[str, Any]]], T | None], within: float = 30
     ) -> T:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             result = found(self.events[room_id])
             if result:
                 return result
             if time.monotonic() > deadline:
-                raise AssertionError(f"not seen within {timeout} s in {room_id}")
+                raise AssertionError(f"not seen within {within} s in {room_id}")
             await self.sync()
 
     async def create_room(
@@ -82,13 +85,18 @@ class MatrixUser:
         initial_state = []
         if encrypted:
             initial_state.append(
-                {"type": "m.room.encryption", "state_key": "",
-                 "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
-            )  # fmt: skip
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            )
         response = await self.client.room_create(
-            invite=invite, is_direct=direct, initial_state=initial_state,
+            invite=invite,
+            is_direct=direct,
+            initial_state=initial_state,
             preset=None,
-        )  # fmt: skip
+        )
         assert isinstance(response, RoomCreateResponse), response
         await self.sync(0)
         return response.room_id
@@ -108,9 +116,11 @@ class MatrixUser:
             content["m.mentions"] = {"user_ids": mentions}
         if thread_root:
             content["m.relates_to"] = {
-                "rel_type": "m.thread", "event_id": thread_root, "is_falling_back": True,
+                "rel_type": "m.thread",
+                "event_id": thread_root,
+                "is_falling_back": True,
                 "m.in_reply_to": {"event_id": reply_to or thread_root},
-            }  # fmt: skip
+            }
         elif reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         content.update(extra or {})
@@ -148,19 +158,22 @@ class MatrixUser:
 def originals(events: list[dict[str, Any]], sender: str) -> list[dict[str, Any]]:
     """The bot's messages, not counting edits."""
     return [
-        e for e in events
-        if e.get("type") == "m.room.message" and e.get("sender") == sender
+        e
+        for e in events
+        if e.get("type") == "m.room.message"
+        and e.get("sender") == sender
         and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
-    ]  # fmt: skip
+    ]
 
 
 def edits_of(events: list[dict[str, Any]], event_id: str) -> list[dict[str, Any]]:
     return [
-        e for e in events
+        e
+        for e in events
         if e.get("type") == "m.room.message"
         and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
         and e["content"]["m.relates_to"].get("event_id") == event_id
-    ]  # fmt: skip
+    ]
 
 
 def current_content(events: list[dict[str, Any]], event_id: str) -> dict[str, Any] | None:
@@ -175,9 +188,9 @@ def current_content(events: list[dict[str, Any]], event_id: str) -> dict[str, An
 def answer_to(events: list[dict[str, Any]], bot_id: str, question_id: str) -> dict | None:
     for event in originals(events, bot_id):
         relation = event["content"].get("m.relates_to", {})
-        if relation.get("m.in_reply_to", {}).get("event_id") == question_id:
-            if event["content"].get("msgtype") == "m.text":
-                return event
+        replying = relation.get("m.in_reply_to", {}).get("event_id") == question_id
+        if replying and event["content"].get("msgtype") == "m.text":
+            return event
     return None
 
 
@@ -194,17 +207,18 @@ def final_answer(events: list[dict[str, Any]], bot_id: str, question_id: str) ->
 
 def notices(events: list[dict[str, Any]], bot_id: str) -> list[str]:
     return [
-        e["content"]["body"] for e in originals(events, bot_id)
+        e["content"]["body"]
+        for e in originals(events, bot_id)
         if e["content"].get("msgtype") == "m.notice"
-    ]  # fmt: skip
+    ]
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 20, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
+async def eventually(check: Callable[[], Any], within: float = 20, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + within
     while True:
         result = await check()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
+            raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(interval)

@@ -56,21 +56,41 @@ class Synapse:
     def configure(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "synapse.app.homeserver", "--server-name", self.server_name,
-             "--config-path", str(self.config_path), "--data-directory", str(self.folder),
-             "--generate-config", "--report-stats=no"],
-            check=True, cwd=self.folder, capture_output=True, timeout=120,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "synapse.app.homeserver",
+                "--server-name",
+                self.server_name,
+                "--config-path",
+                str(self.config_path),
+                "--data-directory",
+                str(self.folder),
+                "--generate-config",
+                "--report-stats=no",
+            ],
+            check=True,
+            cwd=self.folder,
+            capture_output=True,
+            timeout=120,
+        )
         config = yaml.safe_load(self.config_path.read_text())
         config.update(
             {
                 "listeners": [
-                    {"port": self.port, "bind_addresses": ["127.0.0.1"], "type": "http",
-                     "tls": False, "x_forwarded": False,
-                     "resources": [{"names": ["client"], "compress": False}]}
+                    {
+                        "port": self.port,
+                        "bind_addresses": ["127.0.0.1"],
+                        "type": "http",
+                        "tls": False,
+                        "x_forwarded": False,
+                        "resources": [{"names": ["client"], "compress": False}],
+                    }
                 ],
-                "database": {"name": "sqlite3",
-                             "args": {"database": str(self.folder / "homeserver.db")}},
+                "database": {
+                    "name": "sqlite3",
+                    "args": {"database": str(self.folder / "homeserver.db")},
+                },
                 "registration_shared_secret": SHARED_SECRET,
                 "trusted_key_servers": [],
                 "suppress_key_server_warning": True,
@@ -85,7 +105,7 @@ class Synapse:
                 "rc_admin_redaction": GENEROUS,
                 "rc_key_requests": GENEROUS,
             }
-        )  # fmt: skip
+        )
         self.config_path.write_text(yaml.safe_dump(config))
         log_config = self.folder / f"{self.server_name}.log.config"
         if log_config.exists():
@@ -96,10 +116,18 @@ class Synapse:
     def start(self) -> None:
         log = open(self.folder / "stdout.log", "ab")  # noqa: SIM115 - kept for the process' life
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "synapse.app.homeserver", "--config-path",
-             str(self.config_path)],
-            cwd=self.folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "synapse.app.homeserver",
+                "--config-path",
+                str(self.config_path),
+            ],
+            cwd=self.folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -154,9 +182,14 @@ class Synapse:
         result = self.request(
             "POST",
             "/_synapse/admin/v1/register",
-            {"nonce": nonce, "username": localpart, "password": password, "admin": admin,
-             "mac": digest},
-        )  # fmt: skip
+            {
+                "nonce": nonce,
+                "username": localpart,
+                "password": password,
+                "admin": admin,
+                "mac": digest,
+            },
+        )
         return RegisteredUser(
             result["user_id"], password, result["access_token"], result["device_id"]
         )
