@@ -75,12 +75,13 @@ async def test_server_errors_broken_stream_and_context_too_long_notices(make_use
 
 
 async def test_restart_no_duplicate_no_history_and_catch_up(make_user, start_bot, llm):
-    bot = start_bot(bot={"catch_up_minutes": 0.15})  # 9 s window
+    # a 9 s catch-up window; a production-length long poll that SIGTERM must cut short
+    bot = start_bot(bot={"catch_up_minutes": 0.15}, matrix={"sync_timeout_ms": 60_000})
     alice = await make_user("alice")
     room = await invite_bot(alice, bot, direct=True)
     before = await alice.send(room, "Première question")
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, before))
-    assert bot.stop() == 0
+    assert bot.stop() == 0  # a clean exit, not the SIGKILL that follows a 20 s wait
 
     too_old = await alice.send(room, "Question posée il y a longtemps")
     await asyncio.sleep(10)  # now older than the catch-up window

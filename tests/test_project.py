@@ -41,7 +41,7 @@ def _succeeds(*command: str) -> bool:
 
 def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_second():
     blocks = (ROOT / "README.md").read_text().split("```")
-    commands = [line for line in blocks[1].splitlines() if line and not line.startswith("#")]
+    commands = [line for line in blocks[1].splitlines()[1:] if line and not line.startswith("#")]
     assert len(commands) == 2
     run, test = commands
     assert "lucie-bot run --config" in run

@@ -71,11 +71,6 @@ class Relay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def idle(self) -> None:
-        """Wait until no answer is in progress (tests and shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
     # Rooms
     def accepts_invite(self, inviter: str) -> bool:
         matrix, bot = self.settings.matrix, self.settings.bot
@@ -229,6 +224,18 @@ class Relay:
                 return
             async with self.scheduler.slot(row.room_id):
                 await self._generate(row, question, is_dm)
+        except Exception as exc:
+            # the person still hears back, and the next question starts clean
+            log.exception("answer %d in %s failed", row.id, row.room_id)
+            await self.store.update_answer(
+                row.id,
+                status="error",
+                error=f"internal: {type(exc).__name__}",
+                finished_at=now_ms(),
+            )
+            room = await self._room(row.room_id)
+            lang = room.lang or self.settings.bot.default_lang
+            await self._notice(row.room_id, say(lang, "error.internal"), row.question_event_id)
         finally:
             typing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

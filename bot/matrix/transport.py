@@ -154,14 +154,14 @@ class MatrixTransport:
         since = await self.store.sync_token()
         first, failures = True, 0
         while not self._stopping.is_set():
-            timeout = 0 if first else self.settings.matrix.sync_timeout_ms
+            poll_ms = 0 if first else self.settings.matrix.sync_timeout_ms
             try:
-                response = await self.client.sync(
-                    timeout=timeout, sync_filter=SYNC_FILTER, since=since, full_state=first
-                )
+                response = await self._sync_unless_stopped(poll_ms, since, first)
             except Exception as exc:  # network errors, timeouts, malformed answers
                 response = None
                 log.warning("sync failed: %s", type(exc).__name__)
+            if self._stopping.is_set():
+                break
             if not isinstance(response, SyncResponse):
                 failures += 1
                 await self._recover(response, failures)
@@ -175,6 +175,25 @@ class MatrixTransport:
             if first:
                 await relay.resume(self.dm_rooms())
                 first = False
+
+    async def _sync_unless_stopped(
+        self, poll_ms: int, since: str | None, first: bool
+    ) -> SyncResponse | SyncError | None:
+        """A stop request cuts the long poll short instead of waiting for it to end."""
+        sync = asyncio.ensure_future(
+            self.client.sync(
+                timeout=poll_ms, sync_filter=SYNC_FILTER, since=since, full_state=first
+            )
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({sync, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not sync.done():
+            sync.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sync
+            return None
+        return sync.result()
 
     async def _recover(self, error: SyncError | None, failures: int) -> None:
         delay = min(self.settings.matrix.max_backoff_s, 2 ** min(failures, 10)) / 2
@@ -217,7 +236,10 @@ class MatrixTransport:
     async def _dispatch(self, response: SyncResponse) -> None:
         assert self.relay is not None
         for room_id, info in response.rooms.invite.items():
-            await self._on_invite(room_id, info.invite_state)
+            try:
+                await self._on_invite(room_id, info.invite_state)
+            except Exception:
+                log.exception("could not handle the invite to %s", room_id)
         for room_id, info in response.rooms.join.items():
             if room_id in self._just_joined:
                 self._just_joined.discard(room_id)

@@ -44,6 +44,7 @@ class BotProcess:
         account: RegisteredUser,
         llm: FakeLLM,
         bot: dict[str, Any] | None = None,
+        matrix: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
     ) -> None:
@@ -64,6 +65,7 @@ class BotProcess:
                     "allowed_inviters": ["localhost"],
                     "sync_timeout_ms": 2000,
                     "max_backoff_s": 2,
+                    **(matrix or {}),
                 },
                 "llm": {
                     "base_url": llm.base_url,
