@@ -31,6 +31,7 @@ async def test_dm_gets_a_streamed_answer_with_html_and_mentions(make_user, start
     assert sent["messages"][-1] == {"role": "user", "content": question_text(alice, room, question)}
     assert sent["stream"] is True
     assert bot.user_id in alice.typing[room]  # typing shown while generating
+    assert "capitale" not in bot.log()  # DEBUG logs, yet no message text without log_content
 
     record = (await bot.query("SELECT * FROM answers"))[0]
     assert record["question_event_id"] == question

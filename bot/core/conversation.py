@@ -313,14 +313,14 @@ class Relay:
             error = exc
             log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
         answer = text.strip()
-        if error is None and answer:
+        if error is None and answer and result.finish_reason != "length":
             status, final = "complete", answer
         else:
             status = "cut" if answer else "error"
             marker = say(lang, "answer.incomplete")
             final = f"{answer}\n\n{marker}" if answer else (marker if stream.event_id else "")
         landed = await stream.finish(final) if final else True
-        if error is not None or not answer:
+        if error is not None or not answer:  # an answer cut by max_tokens needs no notice
             key = f"error.{error.kind}" if error else "error.empty"
             notice = say(lang, key, prefix=bot.command_prefix)
             await self._notice(row.room_id, notice, question.event_id, question.thread_root)

@@ -76,7 +76,6 @@ class MatrixTransport:
         self._creators: dict[str, frozenset[str]] = {}
         self._just_joined: set[str] = set()
         self._stopping = asyncio.Event()
-        self.synced_at = 0.0
 
     # Login
     async def login(self) -> None:
@@ -167,7 +166,6 @@ class MatrixTransport:
                 await self._recover(response, failures)
                 continue
             failures = 0
-            self.synced_at = time.time()
             await self._crypto_housekeeping()
             await self._dispatch(response)
             since = response.next_batch

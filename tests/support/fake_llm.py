@@ -23,6 +23,7 @@ class Behaviour:
     broken_after: int | None = None  # send a non-JSON chunk after this many tokens
     hang_after: int | None = None  # stop sending (connection open) after this many tokens
     text: str | None = None  # the answer; default echoes the last user message
+    finish_reason: str = "stop"  # "length" as when max_tokens cuts the answer
 
 
 @dataclass
@@ -138,7 +139,7 @@ class FakeLLM:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if behaviour.token_delay:
                 await asyncio.sleep(behaviour.token_delay)
-        final = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        final = {"choices": [{"index": 0, "delta": {}, "finish_reason": behaviour.finish_reason}]}
         usage = {"choices": [], "usage": {"completion_tokens": len(tokens)}}
         await response.write(f"data: {json.dumps(final)}\n\ndata: {json.dumps(usage)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
