@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.core.context import Turn, fit_to_budget, to_messages
-from bot.core.ports import RateLimited
+from bot.core.ports import RateLimited, SendFailed
 from bot.core.scheduler import FairScheduler
 from bot.core.streaming import ReplyStream
 
@@ -85,11 +85,13 @@ class FakePort:
 
     def __init__(self, limited_after: int | None = None, retry_after: float = 0.3):
         self.sent: list[dict] = []
+        self.txn_ids: list[str] = []
         self.limited_after = limited_after
         self.retry_after = retry_after
         self.refusals = 0
 
-    async def send(self, room_id, content):
+    async def send(self, room_id, content, txn_id):
+        self.txn_ids.append(txn_id)
         limited = self.limited_after is not None and len(self.sent) >= self.limited_after
         if limited and self.refusals < 3:
             self.refusals += 1
@@ -140,3 +142,37 @@ async def test_a_fast_answer_is_one_message_without_live_marker():
     reply, _ = stream(port)
     assert await reply.finish("tout de suite")
     assert len(port.sent) == 1 and "org.matrix.msc4357.live" not in port.sent[0]
+
+
+class LossyPort(FakePort):
+    """Stores a message, then loses the response once, as a dropped connection would;
+    deduplicates by transaction id as Synapse does."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_txn: dict[str, str] = {}
+        self.lost = False
+
+    async def send(self, room_id, content, txn_id):
+        self.txn_ids.append(txn_id)
+        if txn_id in self.by_txn:
+            return self.by_txn[txn_id]
+        self.sent.append(content)
+        self.by_txn[txn_id] = f"$e{len(self.sent)}"
+        if not self.lost:
+            self.lost = True
+            raise SendFailed("response lost")
+        return self.by_txn[txn_id]
+
+
+async def test_a_lost_response_never_duplicates_the_reply_and_the_final_text_still_lands():
+    port = LossyPort()
+    reply, first = stream(port)
+    reply.update("début")
+    await asyncio.sleep(0.05)  # the first send is stored, its response lost
+    assert await reply.finish("début et fin")
+    replies = [c for c in port.sent if "m.new_content" not in c]
+    assert len(replies) == 1 and first.seen == "$e1"
+    assert port.txn_ids[0] == port.txn_ids[1]  # the retry reused the transaction id
+    assert port.sent[-1]["m.new_content"]["body"] == "début et fin"
+    assert "org.matrix.msc4357.live" not in port.sent[-1]["m.new_content"]

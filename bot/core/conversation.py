@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -106,7 +107,8 @@ class Relay:
         self, room_id: str, text: str, reply_to: str | None = None, thread: str | None = None
     ) -> str | None:
         content = message_content(text, "m.notice", reply_to=reply_to, thread_root=thread)
-        return await retrying(lambda: self.port.send(room_id, content), NOTICE_TIMEOUT_S)
+        txn_id = uuid.uuid4().hex
+        return await retrying(lambda: self.port.send(room_id, content, txn_id), NOTICE_TIMEOUT_S)
 
     # Incoming events
     async def on_message(self, room_id: str, event: dict[str, Any], is_dm: bool) -> None:

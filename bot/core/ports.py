@@ -30,8 +30,10 @@ class RoomAuthority:
 class ChatPort(Protocol):
     user_id: str
 
-    async def send(self, room_id: str, content: dict[str, Any]) -> str:
-        """Send an m.room.message; return its event id. Raises RateLimited or SendFailed."""
+    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
+        """Send an m.room.message; return its event id. Raises RateLimited or SendFailed.
+
+        Retries of one message reuse its txn_id, so the homeserver never stores it twice."""
         ...
 
     async def typing(self, room_id: str, active: bool) -> None: ...

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -52,12 +53,14 @@ class ReplyStream:
         self.rate_limit_waits = 0
         self.first_visible_at: float | None = None
         self._latest = ""
-        self._sent = ""
+        self._sent: tuple[str, bool] | None = None  # the text and liveness last shown
+        self._first: tuple[str, bool] | None = None
         self._changed = asyncio.Event()
         self._finishing = asyncio.Event()
         self._last_send = 0.0
         self._not_before = 0.0
         self._publisher: asyncio.Task[None] | None = None
+        self._first_txn = uuid.uuid4().hex
 
     def update(self, text: str) -> None:
         self._latest = text
@@ -79,10 +82,10 @@ class ReplyStream:
                 # finish() interrupts the wait; a send already under way is let through
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._finishing.wait(), wait)
-            if self._finishing.is_set() or self._latest == self._sent:
+            if self._finishing.is_set() or (self._latest, True) == self._sent:
                 continue
             try:
-                await self._send(self._latest, live=True)
+                await self._send(self._latest, live=True, txn_id=self._txn_id())
             except RateLimited as exc:
                 self.rate_limit_waits += 1
                 log.info(
@@ -95,8 +98,18 @@ class ReplyStream:
                 self._not_before = time.monotonic() + SEND_RETRY_S
                 self._changed.set()
 
-    async def _send(self, text: str, live: bool) -> str:
+    def _txn_id(self) -> str:
+        """The first message keeps one id through every retry; each edit gets its own."""
         if self.event_id is None:
+            return self._first_txn
+        return uuid.uuid4().hex
+
+    async def _send(self, text: str, live: bool, txn_id: str) -> str:
+        if self.event_id is None:
+            if self._first is None:
+                # fixed at the first attempt: a retry under the same txn id must be the same event
+                self._first = (text, live)
+            text, live = self._first
             content = message_content(
                 text,
                 reply_to=self.reply_to,
@@ -104,15 +117,15 @@ class ReplyStream:
                 mention=self.mention,
                 live=live,
             )
-            event_id = await self.port.send(self.room_id, content)
+            event_id = await self.port.send(self.room_id, content, txn_id)
             self.event_id = event_id
             self.first_visible_at = time.time()
             await self.on_first_event(event_id)
         else:
             content = edit_content(self.event_id, text, mention=self.mention, live=live)
-            await self.port.send(self.room_id, content)
+            await self.port.send(self.room_id, content, txn_id)
             self.edits += 1
-        self._sent = text
+        self._sent = (text, live)
         self._last_send = time.monotonic()
         return self.event_id
 
@@ -124,10 +137,17 @@ class ReplyStream:
             (outcome,) = await asyncio.gather(self._publisher, return_exceptions=True)
             if isinstance(outcome, Exception):
                 log.error("answer publisher failed in %s: %r", self.room_id, outcome)
-        landed = await retrying(lambda: self._send(text, live=False), self.final_timeout)
-        if landed is None:
-            log.error("gave up sending the final answer text in %s", self.room_id)
-        return landed is not None
+        deadline = time.monotonic() + self.final_timeout
+        while self._sent != (text, False):
+            txn_id = self._txn_id()
+            landed = await retrying(
+                lambda txn_id=txn_id: self._send(text, live=False, txn_id=txn_id),
+                deadline - time.monotonic(),
+            )
+            if landed is None:
+                log.error("gave up sending the final answer text in %s", self.room_id)
+                return False
+        return True
 
 
 async def retrying(send: Callable[[], Awaitable[T]], give_up_after_s: float) -> T | None:

@@ -313,10 +313,10 @@ class MatrixTransport:
             await self._on_event(room_id, decrypted)
 
     # The relay's port
-    async def send(self, room_id: str, content: dict[str, Any]) -> str:
+    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
         try:
             response = await self.client.room_send(
-                room_id, "m.room.message", content, ignore_unverified_devices=True
+                room_id, "m.room.message", content, tx_id=txn_id, ignore_unverified_devices=True
             )
         except Exception as exc:
             raise SendFailed(f"{type(exc).__name__}: {exc}") from None
