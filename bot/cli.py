@@ -6,23 +6,49 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
-from bot.config import ConfigError, load_settings
+from bot.config import ConfigError, Settings, load_settings
+from bot.export.formats import FORMATS
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"lucie-bot: {message}\n")
+
+
+def _date(value: str) -> int:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {value!r} (use YYYY-MM-DD)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lucie-bot",
         description="Matrix bot for a self-hosted language model (Twake Chat, Tchap).",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("run", help="connect to the homeserver and answer in rooms")
     run.add_argument(
         "--config", type=Path, help="TOML configuration file (LUCIE_BOT_* variables override it)"
     )
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", type=Path)
+    export = commands.add_parser("export", help="write consented training data as JSONL")
+    export.add_argument("--config", type=Path)
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--since", type=_date, default=0, help="only questions from this date")
+    export.add_argument("--room", help="only this room id")
     return parser
 
 
@@ -36,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"configuration ok: {settings.matrix.user_id} on {settings.matrix.homeserver}")
         return 0
+    if args.command == "export":
+        return _export(settings, args)
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -56,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.export.writer import ExportError, ExportRequest, export, progress_stream
+
+    request = ExportRequest(args.format, args.out, args.since, args.room)
+    try:
+        count = asyncio.run(export(settings, request, progress_stream()))
+    except ExportError as exc:
+        print(f"lucie-bot: {exc}", file=sys.stderr)
+        return 2
+    if progress_stream() is None:
+        print(f"{count} rows written to {args.out}")
     return 0
 
 

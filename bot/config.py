@@ -117,6 +117,32 @@ class BotSettings(BaseModel):
     )
 
 
+DEFAULT_REASONS = {
+    "❌": "incorrect",
+    "🤔": "incoherent",
+    "📚": "missing_sources",
+    "✂️": "too_long",
+    "🎯": "accurate",
+}
+
+
+class DataSettings(BaseModel):
+    """Training data: what is collected, on what terms, and how exports are pseudonymised."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    collection: Literal["off", "opt_in"] = "opt_in"
+    notice_version: int = Field(default=1, ge=1, description="Raise when the consent text changes")
+    licence: str = "CC-BY-4.0"
+    pseudonym_secret: SecretStr | None = Field(
+        default=None, description="Keys the pseudonymous ids in exports; keep it stable and secret"
+    )
+    scrub: bool = Field(
+        default=True, description="Replace e-mails, phones, Matrix ids and URLs in exported texts"
+    )
+    reason_emojis: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_REASONS))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -132,6 +158,7 @@ class Settings(BaseSettings):
     matrix: MatrixSettings
     llm: LLMSettings = Field(default_factory=LLMSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -30,6 +30,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "- `{prefix} mode mention|all` : répondre seulement aux mentions, ou à tout (admins)\n"
             "- `{prefix} lang fr|en` : langue du bot dans ce salon (admins)\n"
             "- `{prefix} reset` : oublier la conversation en cours (message direct)\n"
+            "- `{prefix} consent yes|no|status` : accord pour les données d'entraînement\n"
+            "- `{prefix} forget me` : effacer tout ce qui vous concerne\n"
+            "- `{prefix} correct <texte>` / `{prefix} retry` (en réponse) : corriger, régénérer\n"
+            "- `{prefix} stats`, `{prefix} collect on|off` : statistiques, collecte (admins)\n"
             "Votez sur les réponses avec 👍 ou 👎."
         ),
         "cmd.prompt.show": "Consignes du salon (version {version}, {origin}) :\n\n{text}",
@@ -46,6 +50,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cmd.lang.set": "Langue du salon : français.",
         "cmd.lang.usage": "Usage : `{prefix} lang fr|en`.",
         "cmd.reset": "C'est noté : je repars d'une conversation vierge.",
+        "cmd.consent.yes": "Merci : votre accord est enregistré (texte version {version}). `{prefix} consent no` le retire à tout moment.",
+        "cmd.consent.no": "C'est noté : rien de ce que vous écrivez ne sera exporté.",
+        "cmd.consent.status_yes": "Vous avez donné votre accord le {when} (texte version {version}).",
+        "cmd.consent.status_no": "Vous n'avez pas donné votre accord : rien de ce que vous écrivez n'est exporté.",
+        "cmd.consent.usage": "Usage : `{prefix} consent yes|no|status`.",
+        "cmd.collection.off": "La collecte de données est désactivée ici.",
+        "cmd.collect.set": "Collecte de données dans ce salon : {state}.",
+        "cmd.collect.usage": "Usage : `{prefix} collect on|off`.",
+        "cmd.forget.done": "Tout ce qui vous concernait a été effacé (questions, votes, corrections, accords).",
+        "cmd.forget.usage": "Pour tout effacer : `{prefix} forget me`.",
+        "cmd.correct.done": "Merci, votre correction est enregistrée comme meilleure réponse.",
+        "cmd.correct.usage": "Répondez à une de mes réponses avec `{prefix} correct <meilleure réponse>`.",
+        "cmd.retry.usage": "Répondez à une de mes réponses avec `{prefix} retry` pour en obtenir une autre.",
+        "cmd.stats.empty": "Pas encore de réponses ici.",
+        "cmd.stats": "Statistiques :\n{lines}",
+        "cmd.stats.line": "- {room}consignes v{version} : {answers} réponses, 👍 {up} / 👎 {down} ({ratio}), {corrections} corrections",
     },
     "en": {
         "error.unreachable": "⚠️ The model server cannot be reached right now. Please try again shortly.",
@@ -69,6 +89,10 @@ MESSAGES: dict[str, dict[str, str]] = {
             "- `{prefix} mode mention|all`: answer mentions only, or everything (admins)\n"
             "- `{prefix} lang fr|en`: the bot's language in this room (admins)\n"
             "- `{prefix} reset`: forget the current conversation (direct messages)\n"
+            "- `{prefix} consent yes|no|status`: consent for training data\n"
+            "- `{prefix} forget me`: erase everything about you\n"
+            "- `{prefix} correct <text>` / `{prefix} retry` (as a reply): correct, regenerate\n"
+            "- `{prefix} stats`, `{prefix} collect on|off`: statistics, collection (admins)\n"
             "Vote on answers with 👍 or 👎."
         ),
         "cmd.prompt.show": "Room instructions (version {version}, {origin}):\n\n{text}",
@@ -85,6 +109,22 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cmd.lang.set": "Room language: English.",
         "cmd.lang.usage": "Usage: `{prefix} lang fr|en`.",
         "cmd.reset": "Done: I start again from a blank conversation.",
+        "cmd.consent.yes": "Thank you: your consent is recorded (text version {version}). `{prefix} consent no` withdraws it at any time.",
+        "cmd.consent.no": "Noted: nothing you write will be exported.",
+        "cmd.consent.status_yes": "You gave your consent on {when} (text version {version}).",
+        "cmd.consent.status_no": "You have not given your consent: nothing you write is exported.",
+        "cmd.consent.usage": "Usage: `{prefix} consent yes|no|status`.",
+        "cmd.collection.off": "Data collection is off here.",
+        "cmd.collect.set": "Data collection in this room: {state}.",
+        "cmd.collect.usage": "Usage: `{prefix} collect on|off`.",
+        "cmd.forget.done": "Everything about you has been erased (questions, votes, corrections, consents).",
+        "cmd.forget.usage": "To erase everything: `{prefix} forget me`.",
+        "cmd.correct.done": "Thank you, your correction is recorded as the better answer.",
+        "cmd.correct.usage": "Reply to one of my answers with `{prefix} correct <better answer>`.",
+        "cmd.retry.usage": "Reply to one of my answers with `{prefix} retry` to get another one.",
+        "cmd.stats.empty": "No answers here yet.",
+        "cmd.stats": "Statistics:\n{lines}",
+        "cmd.stats.line": "- {room}prompt v{version}: {answers} answers, 👍 {up} / 👎 {down} ({ratio}), {corrections} corrections",
     },
 }
 
@@ -113,7 +153,7 @@ class PromptTexts:
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder or default_prompts_dir()
         for lang in LANGS:
-            for name in ("system", "join_notice"):
+            for name in ("system", "join_notice", "consent_notice"):
                 path = self.folder / f"{name}.{lang}.md"
                 if not path.is_file():
                     raise FileNotFoundError(f"missing prompt file {path}")
@@ -123,3 +163,7 @@ class PromptTexts:
 
     def join_notice(self, lang: str, prefix: str) -> str:
         return _read(self.folder / f"join_notice.{lang}.md").replace("{prefix}", prefix)
+
+    def consent_notice(self, lang: str, prefix: str, licence: str) -> str:
+        text = _read(self.folder / f"consent_notice.{lang}.md")
+        return text.replace("{prefix}", prefix).replace("{licence}", licence)

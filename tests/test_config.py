@@ -46,7 +46,7 @@ def test_example_config_loads_with_documented_defaults(monkeypatch):
 def test_environment_overrides_the_file_with_nested_names(monkeypatch):
     monkeypatch.setenv("LUCIE_BOT_MATRIX__HOMESERVER", "https://matrix.agent.example.tchap.gouv.fr")
     monkeypatch.setenv("LUCIE_BOT_MATRIX__USER_ID", "@lucie:agent.example.tchap.gouv.fr")
-    monkeypatch.setenv("LUCIE_BOT_MATRIX__PASSWORD", "secret")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__PASSWORD", "pw-9f3k2")
     monkeypatch.setenv("LUCIE_BOT_LLM__BASE_URL", "http://vllm:8000/v1/")
     monkeypatch.setenv("LUCIE_BOT_LLM__MODEL", "other-model")
     monkeypatch.setenv("LUCIE_BOT_LLM__API_KEY", "sk-test")
@@ -55,13 +55,13 @@ def test_environment_overrides_the_file_with_nested_names(monkeypatch):
     settings = load_settings(EXAMPLE)
     assert settings.matrix.homeserver == "https://matrix.agent.example.tchap.gouv.fr"
     assert settings.matrix.user_id == "@lucie:agent.example.tchap.gouv.fr"
-    assert settings.matrix.password.get_secret_value() == "secret"
+    assert settings.matrix.password.get_secret_value() == "pw-9f3k2"
     assert settings.llm.base_url == "http://vllm:8000/v1"
     assert settings.llm.model == "other-model"
     assert settings.llm.api_key.get_secret_value() == "sk-test"
     assert settings.data_dir == Path("/var/lib/lucie-bot")
     assert settings.bot.operators == ["@ops:example.org"]
-    assert "secret" not in repr(settings)
+    assert "pw-9f3k2" not in repr(settings) and "sk-test" not in repr(settings)
 
 
 def test_environment_alone_is_enough(monkeypatch):

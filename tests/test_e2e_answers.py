@@ -69,7 +69,7 @@ async def test_group_room_answers_mentions_and_ignores_plain_messages(make_user,
     # in group rooms the model is told who speaks; the bot's own name is taken out
     bob_name = bob.user_id[1:].split(":")[0]  # Synapse's default display name
     assert user_turn == f"{bob_name}: combien font 2 et 2 ?"
-    assert len(originals(alice.events[room], bot.user_id)) == 2  # notice + one answer
+    assert len(originals(alice.events[room], bot.user_id)) == 3  # two notices, one answer
 
 
 async def test_reply_chain_reaches_the_model_without_fallbacks(make_user, start_bot, llm):

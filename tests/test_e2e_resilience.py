@@ -98,7 +98,7 @@ async def test_restart_no_duplicate_no_history_and_catch_up(make_user, start_bot
     answers = [e for e in originals(events, bot.user_id) if e["content"]["msgtype"] == "m.text"]
     assert len(answers) == 2  # one for the first question, one for the missed one
     assert len(llm.requests) == requests_before + 1
-    assert len(notices(events, bot.user_id)) == 1  # the join notice is not repeated
+    assert len(notices(events, bot.user_id)) == 2  # join and consent notices, not repeated
 
 
 async def test_answer_cut_by_a_crash_is_completed_in_the_same_reply(make_user, start_bot, llm):

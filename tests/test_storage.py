@@ -37,6 +37,10 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
     assert await schema_version(conn) == len(all_migrations) - 1
     if len(all_migrations) > 1:
         await conn.execute("INSERT INTO rooms (room_id, joined_at) VALUES ('!r', 1)")
+        await conn.execute(
+            "INSERT INTO answers (room_id, question_event_id, question_ts, created_at, "
+            "answer_event_id, status, text) VALUES ('!r', '$q', 1, 2, '$a', 'complete', 'ok')"
+        )
         await conn.commit()
     await conn.close()
 
@@ -57,6 +61,11 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
     if len(all_migrations) > 1:
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
             assert [row[0] for row in await cursor.fetchall()] == ["!r"]
+        store = Store(conn)
+        kept = await store.answer_for_question("$q")
+        assert kept.answer_event_id == "$a" and kept.text == "ok" and kept.status == "complete"
+        sibling = await store.add_sibling(kept, 3)
+        assert sibling.question_event_id == "$q" and sibling.id != kept.id
     await conn.close()
     conn = await open_database(path)  # a second start applies nothing
     assert await database.migrate(conn) == []

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from bot.config import Settings
+from bot.core.data_commands import DataCommands, Regenerate, date_text, now_ms
 from bot.core.events import TextMessage
 from bot.core.governance import is_room_admin
 from bot.core.ports import ChatPort
@@ -42,25 +41,32 @@ def parse_command(body: str, prefix: str) -> Command | None:
 
 class Commands:
     def __init__(
-        self, settings: Settings, store: Store, port: ChatPort, prompts: PromptTexts
+        self,
+        settings: Settings,
+        store: Store,
+        port: ChatPort,
+        prompts: PromptTexts,
+        regenerate: Regenerate,
     ) -> None:
         self.settings = settings
         self.store = store
         self.port = port
         self.prompts = prompts
+        self.data = DataCommands(settings, store, regenerate, self.is_admin)
 
     @property
     def prefix(self) -> str:
         return self.settings.bot.command_prefix
 
     async def run(self, command: Command, message: TextMessage, lang: str) -> str:
-        """Carry out a command and return the notice text to answer with."""
+        """Carry out a command and return the notice text to answer with ("" for none)."""
         handler = {
             "help": self._help,
             "prompt": self._prompt,
             "mode": self._mode,
             "lang": self._lang,
             "reset": self._reset,
+            **self.data.handlers(),
         }.get(command.name)
         if handler is None:
             return say(lang, "cmd.unknown", command=command.name[:40], prefix=self.prefix)
@@ -88,13 +94,13 @@ class Commands:
         if not await self.is_admin(room_id, sender):
             return say(lang, "cmd.not_admin")
         if action == "reset":
-            version = await self.store.add_prompt(room_id, None, sender, _now_ms())
+            version = await self.store.add_prompt(room_id, None, sender, now_ms())
             log.info("prompt of %s reset to default by %s (v%d)", room_id, sender, version)
             return say(lang, "cmd.prompt.reset", version=version)
         text = command.rest[len("set") :].strip()
         if not text:
             return say(lang, "cmd.prompt.empty", prefix=self.prefix)
-        version = await self.store.add_prompt(room_id, text[:MAX_PROMPT_CHARS], sender, _now_ms())
+        version = await self.store.add_prompt(room_id, text[:MAX_PROMPT_CHARS], sender, now_ms())
         log.info("prompt of %s set by %s (v%d)", room_id, sender, version)
         return say(lang, "cmd.prompt.set", version=version)
 
@@ -105,7 +111,9 @@ class Commands:
             version = current.version if current else 0
             text = self.prompts.system(lang)
         else:
-            origin = say(lang, "cmd.prompt.set_by", who=current.set_by, when=_date(current.set_at))
+            origin = say(
+                lang, "cmd.prompt.set_by", who=current.set_by, when=date_text(current.set_at)
+            )
             version, text = current.version, current.text
         quoted = "\n".join(f"> {line}" for line in text.splitlines())
         return say(lang, "cmd.prompt.show", version=version, origin=origin, text=quoted)
@@ -120,7 +128,7 @@ class Commands:
             summary = summary.replace("\n", " ")
             if len(summary) > 80:
                 summary = summary[:79] + "…"
-            lines.append(f"- v{row.version}, {_date(row.set_at)}, {row.set_by}: {summary}")
+            lines.append(f"- v{row.version}, {date_text(row.set_at)}, {row.set_by}: {summary}")
         return say(lang, "cmd.prompt.history", lines="\n".join(lines))
 
     async def _mode(self, command: Command, message: TextMessage, lang: str) -> str:
@@ -142,11 +150,3 @@ class Commands:
     async def _reset(self, command: Command, message: TextMessage, lang: str) -> str:
         await self.store.set_room(message.room_id, dm_reset_at=message.ts)
         return say(lang, "cmd.reset")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _date(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.core.commands import Command, Commands, parse_command
 from bot.core.context import Turn, fit_to_budget, to_messages
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
-from bot.core.governance import inviter_allowed, normalise_vote
+from bot.core.governance import bare_emoji, inviter_allowed, normalise_vote
 from bot.core.ports import ChatPort
 from bot.core.render import message_content
 from bot.core.scheduler import FairScheduler
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_CHAIN = 50
 TYPING_REFRESH_S = 20
 NOTICE_TIMEOUT_S = 120
+CONSENT_KEY = "\u2705"  # ✅
+REGENERATE_KEY = "\U0001f501"  # 🔁
 
 
 def now_ms() -> int:
@@ -48,7 +50,8 @@ class Relay:
         self.model = model
         self.port = port
         self.prompts = prompts
-        self.commands = Commands(settings, store, port, prompts)
+        self.commands = Commands(settings, store, port, prompts, self.regenerate)
+        self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
         self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: set[int] = set()
@@ -90,9 +93,21 @@ class Relay:
         if room.notice_sent:
             return
         lang = room.lang or self.settings.bot.default_lang
-        text = self.prompts.join_notice(lang, self.settings.bot.command_prefix)
-        if await self._notice(room_id, text) is not None:
-            await self.store.set_room(room_id, notice_sent=1)
+        prefix = self.settings.bot.command_prefix
+        if await self._notice(room_id, self.prompts.join_notice(lang, prefix)) is None:
+            return
+        await self.store.set_room(room_id, notice_sent=1)
+        if self.settings.data.collection == "opt_in":
+            await self._consent_notice(room_id, lang)
+
+    async def _consent_notice(self, room_id: str, lang: str) -> None:
+        """What is kept, why, under which licence; a ✅ reaction on it gives consent."""
+        text = self.prompts.consent_notice(
+            lang, self.settings.bot.command_prefix, self.settings.data.licence
+        )
+        event_id = await self._notice(room_id, text)
+        if event_id is not None:
+            await self.store.set_room(room_id, consent_notice_event_id=event_id)
 
     async def _room(self, room_id: str) -> RoomRow:
         room = await self.store.room(room_id)
@@ -150,8 +165,12 @@ class Relay:
             log.debug("question %s in %s: %r", message.event_id, room_id, message.body)
 
     async def _command(self, command: Command, message: TextMessage, lang: str) -> None:
+        if command.name == "consent" and not command.args:
+            await self._consent_notice(message.room_id, lang)
+            return
         reply = await self.commands.run(command, message, lang)
-        await self._notice(message.room_id, reply, message.event_id, message.thread_root)
+        if reply:
+            await self._notice(message.room_id, reply, message.event_id, message.thread_root)
 
     async def _from_bot(self, event_id: str) -> bool:
         stored = await self.store.message(event_id)
@@ -178,26 +197,42 @@ class Relay:
         return row
 
     async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
+        """👍/👎 votes, reason labels and 🔁 on answers; ✅ on the consent notice."""
         reaction = parse_reaction(room_id, event)
         if reaction is None or reaction.sender == self.bot_id:
             return
-        vote = normalise_vote(reaction.key)
-        if vote is None or await self.store.answer_by_event(reaction.target) is None:
+        key = bare_emoji(reaction.key)
+        if key == CONSENT_KEY and self.settings.data.collection == "opt_in":
+            room = await self._room(room_id)
+            on_notice = reaction.target == room.consent_notice_event_id
+            if on_notice and await self.store.claim_event(reaction.event_id, now_ms()):
+                lang = room.lang or self.settings.bot.default_lang
+                reply = await self.commands.data.record_consent(reaction.sender, room_id, lang)
+                self._spawn(self._notice(room_id, reply, reaction.target), name="consent")
             return
-        await self.store.add_vote(
-            reaction.event_id,
-            reaction.target,
-            room_id,
-            reaction.sender,
-            vote,
-            reaction.key,
-            reaction.ts,
-        )
+        answer = await self.store.answer_by_event(reaction.target)
+        if answer is None:
+            return
+        args = (reaction.event_id, reaction.target, room_id, reaction.sender)
+        vote = normalise_vote(reaction.key)
+        if vote is not None:
+            await self.store.add_vote(*args, vote, reaction.key, reaction.ts)
+        elif key in self.reasons:
+            await self.store.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
+        elif key == REGENERATE_KEY and await self.store.claim_event(reaction.event_id, now_ms()):
+            await self.regenerate(answer)
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         redaction = parse_redaction(room_id, event)
         if redaction is not None:
-            await self.store.withdraw_vote(redaction.redacts, now_ms())
+            # a withdrawn reaction, or a message whose text and derived records must go
+            await self.store.withdraw_reaction(redaction.redacts, now_ms())
+            await self.store.erase_event(redaction.redacts, now_ms())
+
+    async def regenerate(self, answer: AnswerRow) -> None:
+        """A new answer to the same question, kept as a sibling of the first."""
+        sibling = await self.store.add_sibling(answer, now_ms())
+        self._schedule(sibling, self.port.is_dm(answer.room_id))
 
     # Answers
     async def resume(self, dm_rooms: set[str]) -> None:
@@ -257,7 +292,8 @@ class Relay:
         lang = room.lang or self.settings.bot.default_lang
         prompt = await self.store.current_prompt(row.room_id)
         system = prompt.text if prompt and prompt.text else self.prompts.system(lang)
-        turns = await self._conversation(question, room, is_dm)
+        chain = await self._conversation(question, room, is_dm)
+        turns = [self._turn(message) for message in chain]
         messages = to_messages(system, turns, name_speakers=not is_dm)
         messages, _ = await fit_to_budget(
             messages, self.settings.llm.context_tokens, self.model.count_tokens
@@ -272,6 +308,7 @@ class Relay:
             prompt_version=prompt.version if prompt else 0,
             model=self.model.model,
             sampling=sampling.as_dict(),
+            context_event_ids=[message.event_id for message in chain],
             started_at=started,
             attempts=row.attempts + 1,
         )
@@ -354,7 +391,10 @@ class Relay:
                 )
             )
 
-    async def _conversation(self, question: MessageRow, room: RoomRow, is_dm: bool) -> list[Turn]:
+    async def _conversation(
+        self, question: MessageRow, room: RoomRow, is_dm: bool
+    ) -> list[MessageRow]:
+        """The messages the model should see, oldest first, ending with the question."""
         if question.thread_root:
             root = await self._message(room.room_id, question.thread_root)
             later = await self.store.thread_messages(room.room_id, question.thread_root, MAX_CHAIN)
@@ -370,7 +410,7 @@ class Relay:
             chain = await self._recent_exchange(question, room)
         else:
             chain = [question]
-        return [self._turn(message) for message in chain if message.body.strip()]
+        return [message for message in chain if message.body.strip()]
 
     async def _recent_exchange(self, question: MessageRow, room: RoomRow) -> list[MessageRow]:
         bot = self.settings.bot

@@ -57,7 +57,13 @@ def creators_are_privileged(room_version: str) -> bool:
     )
 
 
+def bare_emoji(key: str) -> str:
+    """Clients differ in variation selectors and skin tones: 👍️, 👍🏽 and 👍 are one key."""
+    return "".join(
+        ch for ch in key if ch not in _VARIATION_SELECTORS and ch not in _SKIN_TONES
+    ).strip()
+
+
 def normalise_vote(key: str) -> str | None:
-    """'up', 'down' or None; 👍️ (with U+FE0F) and 👍🏽 count as 👍."""
-    bare = "".join(ch for ch in key if ch not in _VARIATION_SELECTORS and ch not in _SKIN_TONES)
-    return VOTE_KEYS.get(bare.strip())
+    """'up', 'down' or None."""
+    return VOTE_KEYS.get(bare_emoji(key))

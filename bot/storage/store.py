@@ -22,6 +22,8 @@ class RoomRow:
     lang: str | None
     notice_sent: bool
     dm_reset_at: int
+    collection: bool
+    consent_notice_event_id: str | None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class AnswerRow:
     id: int
     room_id: str
     question_event_id: str
+    sibling: int
     question_ts: int
     thread_root: str | None
     answer_event_id: str | None
@@ -117,6 +120,8 @@ class Store:
             lang=row["lang"],
             notice_sent=bool(row["notice_sent"]),
             dm_reset_at=row["dm_reset_at"],
+            collection=bool(row["collection"]),
+            consent_notice_event_id=row["consent_notice_event_id"],
         )
 
     async def add_room(self, room_id: str, joined_at: int) -> bool:
@@ -129,7 +134,15 @@ class Store:
         return changed == 1
 
     async def set_room(self, room_id: str, **fields: Any) -> None:
-        allowed = {"mode", "lang", "notice_sent", "dm_reset_at", "joined_at"}
+        allowed = {
+            "mode",
+            "lang",
+            "notice_sent",
+            "dm_reset_at",
+            "joined_at",
+            "collection",
+            "consent_notice_event_id",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown room fields {unknown}")
@@ -225,7 +238,8 @@ class Store:
         """Owe an answer to a question; False if it was already owed or given."""
         changed = await self._write(
             "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, "
-            "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (question_event_id) DO NOTHING",
+            "created_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (question_event_id, sibling) DO NOTHING",
             room_id,
             question_event_id,
             question_ts,
@@ -235,10 +249,24 @@ class Store:
         return changed == 1
 
     async def answer_for_question(self, question_event_id: str) -> AnswerRow | None:
+        """The first answer to a question (its regenerations are siblings)."""
         row = await self._one(
-            "SELECT * FROM answers WHERE question_event_id = ?", question_event_id
+            "SELECT * FROM answers WHERE question_event_id = ? AND sibling = 0", question_event_id
         )
         return _answer(row) if row else None
+
+    async def add_sibling(self, original: AnswerRow, now: int) -> AnswerRow:
+        """A regenerated answer to the same question."""
+        async with self.conn.execute(
+            "INSERT INTO answers (room_id, question_event_id, sibling, question_ts, thread_root, "
+            "created_at) SELECT room_id, question_event_id, MAX(sibling) + 1, question_ts, "
+            "thread_root, ? FROM answers WHERE question_event_id = ? RETURNING *",
+            (now, original.question_event_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        await self.conn.commit()
+        assert row is not None
+        return _answer(row)
 
     async def answer_by_event(self, answer_event_id: str) -> AnswerRow | None:
         row = await self._one("SELECT * FROM answers WHERE answer_event_id = ?", answer_event_id)
@@ -251,7 +279,7 @@ class Store:
         return [_answer(row) for row in rows]
 
     async def update_answer(self, answer_id: int, **fields: Any) -> None:
-        for name in ("request_messages", "sampling"):
+        for name in ("request_messages", "sampling", "context_event_ids"):
             if name in fields and not isinstance(fields[name], str | None):
                 fields[name] = json.dumps(fields[name], ensure_ascii=False)
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -259,17 +287,7 @@ class Store:
             f"UPDATE answers SET {assignments} WHERE id = ?", *fields.values(), answer_id
         )
 
-    async def answer_record(self, answer_id: int) -> dict[str, Any]:
-        row = await self._one("SELECT * FROM answers WHERE id = ?", answer_id)
-        if row is None:
-            raise KeyError(answer_id)
-        record = dict(row)
-        for name in ("request_messages", "sampling"):
-            if record[name]:
-                record[name] = json.loads(record[name])
-        return record
-
-    # Votes
+    # Votes, labels, corrections
     async def add_vote(
         self,
         reaction_event_id: str,
@@ -279,10 +297,11 @@ class Store:
         vote: str,
         raw_key: str,
         ts: int,
+        source: str = "vote",
     ) -> bool:
         changed = await self._write(
             "INSERT INTO votes (reaction_event_id, answer_event_id, room_id, sender, vote, "
-            "raw_key, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "raw_key, ts, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             reaction_event_id,
             answer_event_id,
             room_id,
@@ -290,23 +309,123 @@ class Store:
             vote,
             raw_key,
             ts,
+            source,
         )
         return changed == 1
 
-    async def withdraw_vote(self, reaction_event_id: str, now: int) -> bool:
+    async def withdraw_reaction(self, reaction_event_id: str, now: int) -> bool:
+        """A redacted reaction: the vote or label it carried no longer counts."""
+        changed = 0
+        for table in ("votes", "labels"):
+            changed += await self._write(
+                f"UPDATE {table} SET withdrawn_at = ? "
+                "WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
+                now,
+                reaction_event_id,
+            )
+        return changed > 0
+
+    async def add_label(
+        self,
+        reaction_event_id: str,
+        answer_event_id: str,
+        room_id: str,
+        sender: str,
+        label: str,
+        raw_key: str,
+        ts: int,
+    ) -> bool:
         changed = await self._write(
-            "UPDATE votes SET withdrawn_at = ? "
-            "WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
-            now,
+            "INSERT INTO labels (reaction_event_id, answer_event_id, room_id, sender, label, "
+            "raw_key, ts) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             reaction_event_id,
+            answer_event_id,
+            room_id,
+            sender,
+            label,
+            raw_key,
+            ts,
         )
         return changed == 1
 
-    async def votes_for(self, answer_event_id: str) -> list[dict[str, Any]]:
+    async def add_correction(
+        self, event_id: str, answer_event_id: str, room_id: str, sender: str, text: str, ts: int
+    ) -> None:
+        await self._write(
+            "INSERT INTO corrections (event_id, answer_event_id, room_id, sender, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            event_id,
+            answer_event_id,
+            room_id,
+            sender,
+            text,
+            ts,
+        )
+
+    async def stats(self, room_id: str | None) -> list[dict[str, Any]]:
+        """Answers, votes and corrections per prompt version (every room when room_id is None)."""
         rows = await self._all(
-            "SELECT * FROM votes WHERE answer_event_id = ? ORDER BY ts", answer_event_id
+            "SELECT a.room_id, a.prompt_version, COUNT(DISTINCT a.id) AS answers, "
+            "COUNT(DISTINCT CASE WHEN v.vote = 'up' THEN v.reaction_event_id END) AS up, "
+            "COUNT(DISTINCT CASE WHEN v.vote = 'down' THEN v.reaction_event_id END) AS down, "
+            "COUNT(DISTINCT c.event_id) AS corrections "
+            "FROM answers a "
+            "LEFT JOIN votes v ON v.answer_event_id = a.answer_event_id "
+            "AND v.withdrawn_at IS NULL "
+            "LEFT JOIN corrections c ON c.answer_event_id = a.answer_event_id "
+            "WHERE a.status IN ('complete', 'cut') AND (? IS NULL OR a.room_id = ?) "
+            "GROUP BY a.room_id, a.prompt_version ORDER BY a.room_id, a.prompt_version",
+            room_id,
+            room_id,
         )
         return [dict(row) for row in rows]
+
+    # Consent and erasure
+    async def add_consent(
+        self, user_id: str, action: str, notice_version: int, room_id: str | None, ts: int
+    ) -> None:
+        await self._write(
+            "INSERT INTO consents (user_id, action, notice_version, room_id, ts) "
+            "VALUES (?, ?, ?, ?, ?)",
+            user_id,
+            action,
+            notice_version,
+            room_id,
+            ts,
+        )
+
+    async def consent(self, user_id: str) -> tuple[str, int, int] | None:
+        """The consent in force: (action, notice version, time), or None if never given."""
+        row = await self._one(
+            "SELECT action, notice_version, ts FROM consents WHERE user_id = ? "
+            "ORDER BY id DESC LIMIT 1",
+            user_id,
+        )
+        return (row["action"], row["notice_version"], row["ts"]) if row else None
+
+    async def forget(self, user_id: str, now: int) -> None:
+        """Erase everything stored about a person; only the fact of erasure stays."""
+        for row in await self._all("SELECT event_id FROM messages WHERE sender = ?", user_id):
+            await self.erase_event(row["event_id"], now)
+        for table in ("votes", "labels", "corrections"):
+            await self._write(f"DELETE FROM {table} WHERE sender = ?", user_id)
+        await self._write("DELETE FROM consents WHERE user_id = ?", user_id)
+        await self.add_consent(user_id, "erased", 0, None, now)
+
+    async def erase_event(self, event_id: str, now: int) -> None:
+        """A message is gone (redacted, or its author erased): its text and every answer record
+        that carried it go too."""
+        await self._write(
+            "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, text = NULL, "
+            "erased_at = ? WHERE question_event_id = ? OR answer_event_id = ? "
+            "OR context_event_ids LIKE ?",
+            now,
+            event_id,
+            event_id,
+            f'%"{event_id}"%',
+        )
+        await self._write("DELETE FROM messages WHERE event_id = ?", event_id)
+        await self._write("DELETE FROM corrections WHERE event_id = ?", event_id)
 
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:
@@ -334,6 +453,7 @@ def _answer(row: aiosqlite.Row) -> AnswerRow:
         id=row["id"],
         room_id=row["room_id"],
         question_event_id=row["question_event_id"],
+        sibling=row["sibling"],
         question_ts=row["question_ts"],
         thread_root=row["thread_root"],
         answer_event_id=row["answer_event_id"],

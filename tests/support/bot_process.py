@@ -45,6 +45,7 @@ class BotProcess:
         llm: FakeLLM,
         bot: dict[str, Any] | None = None,
         matrix: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
     ) -> None:
@@ -76,6 +77,7 @@ class BotProcess:
                     **(llm_settings or {}),
                 },
                 "bot": {"edit_interval_s": 0.3, "final_edit_timeout_s": 120, **(bot or {})},
+                "data": {"pseudonym_secret": "test-pseudonym-secret", **(data or {})},
             },
             {"data_dir": str(self.data_dir), "log_level": log_level},
         )
@@ -103,6 +105,13 @@ class BotProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait(timeout=10)
+
+    def export(self, format_name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "bot", "export", "--config", str(self.config_path),
+             "--format", format_name, "--out", str(out), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
 
     def crash(self) -> None:
         assert self.process is not None

@@ -124,6 +124,7 @@ class FakeLLM:
             )
         users = [m["content"] for m in body["messages"] if m["role"] == "user"]
         text = behaviour.text or f"Réponse à « {users[-1] if users else ''} »"
+        text = text.replace("{n}", str(len(self.requests)))  # distinct regenerations
         tokens = [word + " " for word in text.split(" ")]
         tokens[-1] = tokens[-1].rstrip()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

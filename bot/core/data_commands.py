@@ -1,0 +1,162 @@
+"""Commands about training data: consent, erasure, corrections, regeneration, statistics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from bot.config import Settings
+from bot.core.events import TextMessage
+from bot.storage.store import AnswerRow, Store
+from bot.texts import say
+
+if TYPE_CHECKING:
+    from bot.core.commands import Command
+
+log = logging.getLogger(__name__)
+Regenerate = Callable[[AnswerRow], Awaitable[None]]
+IsAdmin = Callable[[str, str], Awaitable[bool]]
+MAX_CORRECTION_CHARS = 8000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DataCommands:
+    def __init__(
+        self, settings: Settings, store: Store, regenerate: Regenerate, is_admin: IsAdmin
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.regenerate = regenerate
+        self.is_admin = is_admin
+
+    @property
+    def prefix(self) -> str:
+        return self.settings.bot.command_prefix
+
+    @property
+    def collecting(self) -> bool:
+        return self.settings.data.collection != "off"
+
+    def handlers(self) -> dict[str, Callable[[Command, TextMessage, str], Awaitable[str]]]:
+        return {
+            "consent": self.consent,
+            "forget": self.forget,
+            "correct": self.correct,
+            "retry": self.retry,
+            "stats": self.stats,
+            "collect": self.collect,
+        }
+
+    async def record_consent(self, user_id: str, room_id: str, lang: str) -> str:
+        version = self.settings.data.notice_version
+        await self.store.add_consent(user_id, "yes", version, room_id, now_ms())
+        return say(lang, "cmd.consent.yes", version=version, prefix=self.prefix)
+
+    async def consent(self, command: Command, message: TextMessage, lang: str) -> str:
+        if not self.collecting:
+            return say(lang, "cmd.collection.off")
+        action = command.args[0] if command.args else "status"
+        if action == "yes":
+            return await self.record_consent(message.sender, message.room_id, lang)
+        if action == "no":
+            version = self.settings.data.notice_version
+            await self.store.add_consent(message.sender, "no", version, message.room_id, now_ms())
+            return say(lang, "cmd.consent.no")
+        if action == "status":
+            current = await self.store.consent(message.sender)
+            if current and current[0] == "yes":
+                return say(
+                    lang, "cmd.consent.status_yes", when=date_text(current[2]), version=current[1]
+                )
+            return say(lang, "cmd.consent.status_no")
+        return say(lang, "cmd.consent.usage", prefix=self.prefix)
+
+    async def forget(self, command: Command, message: TextMessage, lang: str) -> str:
+        if command.args != ["me"]:
+            return say(lang, "cmd.forget.usage", prefix=self.prefix)
+        await self.store.forget(message.sender, now_ms())
+        log.info("erased everything stored about a person on request")
+        return say(lang, "cmd.forget.done")
+
+    async def _replied_answer(self, message: TextMessage) -> AnswerRow | None:
+        if not message.reply_to:
+            return None
+        return await self.store.answer_by_event(message.reply_to)
+
+    async def correct(self, command: Command, message: TextMessage, lang: str) -> str:
+        answer = await self._replied_answer(message)
+        text = command.rest.strip()
+        if answer is None or answer.answer_event_id is None or not text:
+            return say(lang, "cmd.correct.usage", prefix=self.prefix)
+        await self.store.add_correction(
+            message.event_id,
+            answer.answer_event_id,
+            message.room_id,
+            message.sender,
+            text[:MAX_CORRECTION_CHARS],
+            message.ts,
+        )
+        # a correction says the answer was not good enough: it counts as a 👎
+        await self.store.add_vote(
+            message.event_id,
+            answer.answer_event_id,
+            message.room_id,
+            message.sender,
+            "down",
+            "correction",
+            message.ts,
+            source="correction",
+        )
+        return say(lang, "cmd.correct.done")
+
+    async def retry(self, command: Command, message: TextMessage, lang: str) -> str:
+        answer = await self._replied_answer(message)
+        if answer is None:
+            return say(lang, "cmd.retry.usage", prefix=self.prefix)
+        await self.regenerate(answer)
+        return ""  # the new answer is the reply
+
+    async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
+        operator = message.sender in self.settings.bot.operators
+        if not await self.is_admin(message.room_id, message.sender):
+            return say(lang, "cmd.not_admin")
+        rows = await self.store.stats(None if operator else message.room_id)
+        if not rows:
+            return say(lang, "cmd.stats.empty")
+        lines = []
+        for row in rows:
+            voted = row["up"] + row["down"]
+            ratio = f"{100 * row['up'] / voted:.0f} %" if voted else "–"
+            room = f"{row['room_id']} " if operator else ""
+            lines.append(
+                say(
+                    lang,
+                    "cmd.stats.line",
+                    room=room,
+                    version=row["prompt_version"],
+                    answers=row["answers"],
+                    up=row["up"],
+                    down=row["down"],
+                    ratio=ratio,
+                    corrections=row["corrections"],
+                )
+            )
+        return say(lang, "cmd.stats", lines="\n".join(lines))
+
+    async def collect(self, command: Command, message: TextMessage, lang: str) -> str:
+        if not command.args or command.args[0] not in ("on", "off"):
+            return say(lang, "cmd.collect.usage", prefix=self.prefix)
+        if not await self.is_admin(message.room_id, message.sender):
+            return say(lang, "cmd.not_admin")
+        await self.store.set_room(message.room_id, collection=int(command.args[0] == "on"))
+        return say(lang, "cmd.collect.set", state=command.args[0])
+
+
+def date_text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")

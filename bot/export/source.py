@@ -1,0 +1,238 @@
+"""Reading exportable answers from the database, a batch at a time, under the consent rules.
+
+An answer is exportable when it finished (complete or cut), was not erased, its room collects
+data, and every person whose words are in its context consented (in opt-in mode). Votes, labels
+and corrections count only from people who consented. A room's own system prompt is included only
+if the admin who wrote it consented; the default prompt always is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+
+from bot.core.triggers import strip_bot_name
+from bot.texts import PromptTexts
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # system, user or assistant
+    text: str
+    sender: str | None
+    event_id: str | None
+
+
+@dataclass
+class Answer:
+    id: int
+    event_id: str
+    room_id: str
+    question_event_id: str
+    sibling: int
+    text: str
+    model: str
+    sampling: dict[str, Any]
+    prompt_version: int
+    prompt_text: str
+    lang: str
+    finished_at: int
+    context: list[Turn]
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    labels: list[dict[str, Any]] = field(default_factory=list)
+    corrections: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def score(self) -> int:
+        return sum(1 if v["vote"] == "up" else -1 for v in self.votes)
+
+    @property
+    def author(self) -> str | None:
+        users = [t.sender for t in self.context if t.role == "user"]
+        return users[-1] if users else None
+
+
+class ExportSource:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        prompts: PromptTexts,
+        default_lang: str,
+        bot_id: str,
+        bot_name: str | None,
+        opt_in: bool,
+    ) -> None:
+        self.conn = conn
+        self.prompts = prompts
+        self.default_lang = default_lang
+        self.bot_id = bot_id
+        self.bot_name = bot_name
+        self.opt_in = opt_in
+        self.consenting: set[str] = set()
+        self.notice_versions: dict[str, int] = {}
+        self._room_prompts: dict[tuple[str, int], tuple[str, bool]] = {}
+
+    async def load_consents(self) -> None:
+        query = (
+            "SELECT c.user_id, c.action, c.notice_version FROM consents c "
+            "JOIN (SELECT user_id, MAX(id) AS id FROM consents GROUP BY user_id) latest "
+            "ON latest.id = c.id"
+        )
+        async with self.conn.execute(query) as cursor:
+            async for row in cursor:
+                if row["action"] == "yes":
+                    self.consenting.add(row["user_id"])
+                    self.notice_versions[row["user_id"]] = row["notice_version"]
+
+    async def people_names(self) -> set[str]:
+        """Every display name and localpart the bot has stored, its own excepted."""
+        names: set[str] = set()
+        query = "SELECT DISTINCT sender, sender_name FROM messages WHERE from_bot = 0"
+        async with self.conn.execute(query) as cursor:
+            async for row in cursor:
+                names.add(row["sender"][1:].split(":", 1)[0])
+                if row["sender_name"]:
+                    names.add(row["sender_name"])
+        return names
+
+    def may_use(self, user_id: str | None) -> bool:
+        return (
+            user_id is None
+            or user_id == self.bot_id
+            or not self.opt_in
+            or (user_id in self.consenting)
+        )
+
+    async def questions(self, since_ms: int, room: str | None) -> AsyncIterator[list[Answer]]:
+        """Exportable answers grouped by question (siblings together), in a stable order."""
+        group: list[Answer] = []
+        async for answer in self._answers(since_ms, room):
+            if group and group[0].question_event_id != answer.question_event_id:
+                yield group
+                group = []
+            group.append(answer)
+        if group:
+            yield group
+
+    async def _answers(self, since_ms: int, room: str | None) -> AsyncIterator[Answer]:
+        query = (
+            "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
+            "WHERE a.status IN ('complete', 'cut') AND a.erased_at IS NULL "
+            "AND a.text IS NOT NULL AND a.answer_event_id IS NOT NULL AND r.collection = 1 "
+            "AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
+            "ORDER BY a.question_event_id, a.sibling"
+        )
+        batch: list[aiosqlite.Row] = []
+        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
+            async for row in cursor:
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    for answer in await self._complete(batch):
+                        yield answer
+                    batch = []
+        for answer in await self._complete(batch):
+            yield answer
+
+    async def _complete(self, rows: list[aiosqlite.Row]) -> list[Answer]:
+        if not rows:
+            return []
+        event_ids = [row["answer_event_id"] for row in rows]
+        context_ids = {
+            event_id for row in rows for event_id in json.loads(row["context_event_ids"] or "[]")
+        }
+        messages = await self._by_key("messages", "event_id", context_ids)
+        votes = await self._details("votes", event_ids)
+        labels = await self._details("labels", event_ids)
+        corrections = await self._details("corrections", event_ids)
+        answers = []
+        for row in rows:
+            context = await self._context(row, messages)
+            if context is None:
+                continue
+            lang = row["room_lang"] or self.default_lang
+            prompt_text, prompt_usable = await self._prompt(
+                row["room_id"], row["prompt_version"], lang
+            )
+            if prompt_usable:
+                context.insert(0, Turn("system", prompt_text, None, None))
+            event_id = row["answer_event_id"]
+            answers.append(
+                Answer(
+                    id=row["id"],
+                    event_id=event_id,
+                    room_id=row["room_id"],
+                    question_event_id=row["question_event_id"],
+                    sibling=row["sibling"],
+                    text=row["text"],
+                    model=row["model"] or "",
+                    sampling=json.loads(row["sampling"] or "{}"),
+                    prompt_version=row["prompt_version"],
+                    prompt_text=prompt_text,
+                    lang=lang,
+                    finished_at=row["finished_at"] or row["created_at"],
+                    context=context,
+                    votes=[v for v in votes.get(event_id, []) if self.may_use(v["sender"])],
+                    labels=[v for v in labels.get(event_id, []) if self.may_use(v["sender"])],
+                    corrections=[
+                        c for c in corrections.get(event_id, []) if self.may_use(c["sender"])
+                    ],
+                )
+            )
+        return answers
+
+    async def _context(
+        self, row: aiosqlite.Row, messages: dict[str, list[dict[str, Any]]]
+    ) -> list[Turn] | None:
+        turns = []
+        for event_id in json.loads(row["context_event_ids"] or "[]"):
+            found = messages.get(event_id)
+            if not found:
+                return None  # erased since: the whole answer goes
+            message = found[0]
+            if not self.may_use(message["sender"]):
+                return None
+            if message["from_bot"]:
+                turns.append(Turn("assistant", message["body"], message["sender"], event_id))
+            else:  # as the model saw it
+                body = strip_bot_name(message["body"], self.bot_id, self.bot_name)
+                turns.append(Turn("user", body, message["sender"], event_id))
+        return turns if turns and turns[-1].role == "user" else None
+
+    async def _prompt(self, room_id: str, version: int, lang: str) -> tuple[str, bool]:
+        key = (room_id, version)
+        if key not in self._room_prompts:
+            text, usable = self.prompts.system(lang), True
+            if version:
+                async with self.conn.execute(
+                    "SELECT text, set_by FROM prompts WHERE room_id = ? AND version = ?",
+                    (room_id, version),
+                ) as cursor:
+                    row = await cursor.fetchone()
+                if row is not None and row["text"] is not None:
+                    text, usable = row["text"], self.may_use(row["set_by"])
+            self._room_prompts[key] = (text, usable)
+        return self._room_prompts[key]
+
+    async def _details(self, table: str, answer_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        condition = " AND withdrawn_at IS NULL" if table != "corrections" else ""
+        return await self._by_key(table, "answer_event_id", answer_ids, condition)
+
+    async def _by_key(
+        self, table: str, column: str, keys: Any, condition: str = ""
+    ) -> dict[str, list[dict[str, Any]]]:
+        keys = list(keys)
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(keys), BATCH):
+            chunk = keys[start : start + BATCH]
+            marks = ", ".join("?" * len(chunk))
+            query = f"SELECT * FROM {table} WHERE {column} IN ({marks}){condition} ORDER BY ts"
+            async with self.conn.execute(query, chunk) as cursor:
+                async for row in cursor:
+                    grouped.setdefault(row[column], []).append(dict(row))
+        return grouped
