@@ -213,3 +213,51 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
         )  # fmt: skip
         assert columns <= set(dataset.column_names), name
         assert len(dataset) == len(exported[name])
+
+
+async def test_collection_switches_filters_and_export_errors(make_user, start_bot, llm, tmp_path):
+    off = start_bot(data={"collection": "off"})
+    alice = await make_user("alice")
+    room = await invite_bot(alice, off)
+    await alice.send(room, "!lucie consent yes")
+    refused = await alice.wait_for(
+        room, lambda ev: [n for n in notices(ev, off.user_id) if "désactivée" in n]
+    )
+    assert refused
+    assert not [n for n in notices(alice.events[room], off.user_id) if CONSENT_TITLE in n]
+    result = off.export("sft", tmp_path / "off.jsonl")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "collection is off" in result.stderr
+
+    bot = start_bot()
+    kept, closed = await invite_bot(alice, bot), await invite_bot(alice, bot)
+    await alice.send(kept, "!lucie consent yes")
+    for target in (kept, closed):
+        question = await alice.send(target, "Lucie, bonjour", mentions=[bot.user_id])
+        await alice.wait_for(target, lambda ev, q=question: final_answer(ev, bot.user_id, q))
+        answer = answer_to(alice.events[target], bot.user_id, question)["event_id"]
+        await alice.react(target, answer, "\U0001f44d")
+    await alice.send(closed, "!lucie collect off")
+    await alice.wait_for(
+        closed, lambda ev: [n for n in notices(ev, bot.user_id) if "collecte" in n.lower()]
+    )
+
+    async def both_votes():
+        return len(await bot.query("SELECT 1 FROM votes")) == 2
+
+    assert await eventually(both_votes)
+    out = tmp_path / "kto.jsonl"
+    assert bot.export("kto", out).returncode == 0
+    assert len(rows(out)) == 1  # the closed room's answer stays out
+    assert bot.export("kto", out, "--room", closed).returncode == 0 and rows(out) == []
+    assert bot.export("kto", out, "--room", kept).returncode == 0 and len(rows(out)) == 1
+    assert bot.export("kto", out, "--since", "2999-01-01").returncode == 0 and rows(out) == []
+
+    cases = [
+        (bot.export("xml", out), "invalid choice: 'xml'"),
+        (bot.export("sft", out, "--since", "hier"), "not a date"),
+        (bot.export("sft", tmp_path / "missing" / "x.jsonl"), "does not exist"),
+    ]
+    for result, message in cases:
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr

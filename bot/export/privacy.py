@@ -32,19 +32,55 @@ class Pseudonyms:
 
 class NameMask:
     """People's display names and user-id localparts, replaced in every exported text: a model
-    told who speaks in a group room may repeat a name in its answer."""
+    told who speaks in a group room may repeat a name in its answer.
+
+    Names are indexed by their first word, so a text is scanned once whatever the number of
+    people (a regular expression with thousands of alternatives is tried at every character)."""
 
     MIN_LENGTH = 3
 
     def __init__(self, names: set[str]) -> None:
-        usable = sorted({n for n in names if len(n) >= self.MIN_LENGTH}, key=len, reverse=True)
-        alternation = "|".join(re.escape(name) for name in usable)
-        self._pattern = (
-            re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE) if usable else None
-        )
+        self._by_word: dict[str, list[tuple[int, str]]] = {}
+        for name in names:
+            first = _WORD.search(name)
+            if len(name) < self.MIN_LENGTH or first is None:
+                continue
+            entry = (first.start(), name.lower())
+            self._by_word.setdefault(first.group(0).lower(), []).append(entry)
+        for entries in self._by_word.values():
+            entries.sort(key=lambda entry: -len(entry[1]))  # the longest name wins
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub("<NAME>", text) if self._pattern else text
+        if not self._by_word:
+            return text
+        lowered, spans, end = text.lower(), [], 0
+        if len(lowered) != len(text):  # "İ" lowers to two characters: keep offsets aligned
+            lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        for word in _WORD.finditer(lowered):
+            for offset, name in self._by_word.get(word.group(0), ()):
+                start = word.start() - offset
+                stop = start + len(name)
+                if start < end or not lowered.startswith(name, start):
+                    continue
+                if _is_word(lowered, start - 1) or _is_word(lowered, stop):
+                    continue
+                spans.append((start, stop))
+                end = stop
+                break
+        if not spans:
+            return text
+        pieces, cursor = [], 0
+        for start, stop in spans:
+            pieces += [text[cursor:start], "<NAME>"]
+            cursor = stop
+        return "".join([*pieces, text[cursor:]])
+
+
+_WORD = re.compile(r"\w+")
+
+
+def _is_word(text: str, index: int) -> bool:
+    return 0 <= index < len(text) and (text[index].isalnum() or text[index] == "_")
 
 
 def scrub(text: str) -> str:
