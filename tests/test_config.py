@@ -41,6 +41,10 @@ def test_example_config_loads_with_documented_defaults(monkeypatch):
     prompts = PromptTexts(settings.bot.prompts_dir)
     assert "aucune garantie" in prompts.join_notice("fr", "!lucie")
     assert "no guarantee" in prompts.join_notice("en", "!lucie")
+    assert settings.data.collection == "opt_in" and settings.data.licence == "CC-BY-4.0"
+    assert settings.data.reason_emojis["✂️"] == "too_long" and settings.data.scrub
+    assert "CC-BY-4.0" in prompts.consent_notice("fr", "!lucie", settings.data.licence)
+    assert "!lucie consent no" in prompts.consent_notice("en", "!lucie", "CC0-1.0")
 
 
 def test_environment_overrides_the_file_with_nested_names(monkeypatch):

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import stat
+import subprocess
+import sys
 
 from tests.conftest import invite_bot
 from tests.support.fake_llm import Behaviour
 from tests.support.matrix_user import answer_to, eventually, final_answer, notices
 
 CONSENT_TITLE = "Données d'entraînement"
+
+
+def export_on_a_terminal(config, out) -> tuple[bytes, str]:
+    """Run an export with stderr on a pseudo-terminal; return stdout and what the screen shows."""
+    terminal, other_end = pty.openpty()
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "bot", "export", "--config", str(config), "--format", "kto",
+             "--out", str(out)],
+            stderr=other_end, stdout=subprocess.PIPE, timeout=60, check=True,
+        )  # fmt: skip
+        return shown.stdout, os.read(terminal, 4096).decode()
+    finally:
+        os.close(other_end)
+        os.close(terminal)
 
 
 def rows(path):
@@ -26,6 +44,7 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     carol = await make_user("carol")  # never consents
     dave = await make_user("dave")  # consents, then withdraws
     erin = await make_user("erin")  # consents, then asks to be forgotten
+    await alice.client.set_displayname("Alice Martin")  # must never reach an export
     room = await invite_bot(alice, bot)
     for person in (bob, carol, dave, erin):
         await alice.client.room_invite(room, person.user_id)
@@ -86,6 +105,13 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
 
     a4b = await eventually(sibling_done)
     await bob.react(room, a4b, "\U0001f44d")
+    await alice.send(room, "!lucie retry", reply_to=a4)  # a third, unvoted sibling
+
+    async def third_done():
+        found = await bot.query("SELECT status FROM answers WHERE sibling = 2")
+        return found and found[0]["status"] == "complete"
+
+    assert await eventually(third_done)
 
     async def correction_stored():
         return await bot.query("SELECT * FROM corrections")
@@ -111,13 +137,19 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     assert await eventually(settled)
     assert not await bot.query("SELECT * FROM messages WHERE sender = ?", erin.user_id)
     assert not await bot.query("SELECT * FROM messages WHERE event_id = ?", q8)
+    for gone in (a6, a8):  # the bot's answers to erased questions go too
+        assert not await bot.query("SELECT * FROM messages WHERE event_id = ?", gone)
+        erased = await bot.query(
+            "SELECT text, request_messages FROM answers WHERE answer_event_id = ?", gone
+        )
+        assert erased == [{"text": None, "request_messages": None}]
 
     seen = len(notices(alice.events[room], bot.user_id))
     await alice.send(room, "!lucie stats")
     stats = await alice.wait_for(
         room, lambda ev: [n for n in notices(ev, bot.user_id)[seen:] if "Statistiques" in n]
     )
-    assert "9 réponses" in stats[0] and "1 corrections" in stats[0]
+    assert "10 réponses" in stats[0] and "1 corrections" in stats[0]
 
     exported = {}
     for name in ("sft", "kto", "dpo", "oasst", "openwebui"):
@@ -131,7 +163,7 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
             localpart = person.user_id[1:].split(":")[0]
             assert localpart not in text  # neither the Matrix id nor the default display name
         assert bot.user_id[1:].split(":")[0] not in text and ":localhost" not in text
-        for private in ("carol", "4242", "dave", "erin", "voisin", "supprimer"):
+        for private in ("carol", "4242", "dave", "erin", "voisin", "supprimer", "Martin"):
             assert private not in text, (name, private)
         assert "jean.dupont@example.fr" not in text and "https://exemple.fr" not in text
 
@@ -181,7 +213,8 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     haiku = next(t for t in trees if "haïku" in t["prompt"]["text"])
     assert haiku["prompt"]["role"] == "prompter"
     ranks = sorted(reply["rank"] for reply in haiku["prompt"]["replies"])
-    assert ranks == [0, 1] and all(r["synthetic"] for r in haiku["prompt"]["replies"])
+    assert ranks == [0, 1, 2] and all(r["synthetic"] for r in haiku["prompt"]["replies"])
+    assert haiku["prompt"]["replies"][0]["text"] == haiku_second  # the best-voted ranks first
     capital_tree = next(t for t in trees if "capitale" in t["prompt"]["text"])
     reply = capital_tree["prompt"]["replies"][0]
     assert reply["labels"]["too_long"]["count"] == 1 and reply["labels"]["accurate"]["count"] == 1
@@ -197,6 +230,7 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     assert all(r["type"] == "rating" and r["snapshot"]["chat"]["messages"] for r in feedback)
     assert any(r["data"]["comment"] == "Huit pattes." for r in feedback)
 
+    os.environ["HF_DATASETS_OFFLINE"] = "1"  # the loader must not reach for a hub
     from datasets import load_dataset
 
     expected_columns = {
@@ -253,6 +287,31 @@ async def test_collection_switches_filters_and_export_errors(make_user, start_bo
     assert bot.export("kto", out, "--room", kept).returncode == 0 and len(rows(out)) == 1
     assert bot.export("kto", out, "--since", "2999-01-01").returncode == 0 and rows(out) == []
 
+    # progress is shown on a terminal, and only a summary line when piped
+    piped = bot.export("kto", out)
+    assert piped.stdout.strip() == f"1 rows written to {out}" and piped.stderr == ""
+    stdout, screen = export_on_a_terminal(bot.config_path, out)
+    assert f"1 rows written to {out}" in screen and stdout == b""
+
+    # consent given with ✅ and taken back by removing the ✅: nothing of alice's is exported
+    notice = next(e for e in alice.events[kept] if CONSENT_TITLE in e["content"].get("body", ""))
+    tick = await alice.react(kept, notice["event_id"], "\u2705")
+
+    async def latest_consent():
+        found = await bot.query(
+            "SELECT action, source_event_id FROM consents ORDER BY id DESC LIMIT 1"
+        )
+        return found[0] if found else None
+
+    assert (await eventually(lambda: _with(latest_consent, tick)))["action"] == "yes"
+    await alice.redact(kept, tick)
+
+    async def withdrawn():
+        return (await latest_consent())["action"] == "no"
+
+    assert await eventually(withdrawn)
+    assert bot.export("kto", out).returncode == 0 and rows(out) == []
+
     cases = [
         (bot.export("xml", out), "invalid choice: 'xml'"),
         (bot.export("sft", out, "--since", "hier"), "not a date"),
@@ -261,3 +320,9 @@ async def test_collection_switches_filters_and_export_errors(make_user, start_bo
     for result, message in cases:
         assert result.returncode == 2, result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+async def _with(query, event_id):
+    """The query's row once it is the one made by this event."""
+    row = await query()
+    return row if row and row["source_event_id"] == event_id else None

@@ -111,3 +111,34 @@ async def test_answers_are_owed_once_and_prompts_versioned(tmp_path):
         assert (await store.message("$m")).body == "edited"
     finally:
         await store.close()
+
+
+async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    try:
+        for event_id, sender, from_bot in (("$q1", "@p:x", 0), ("$a1", "@bot:x", 1),
+                                           ("$q2", "@o:x", 0), ("$a2", "@bot:x", 1)):  # fmt: skip
+            await store.save_message(
+                MessageRow(
+                    event_id, "!r", sender, None, f"text {event_id}", 1, None, None, from_bot
+                )
+            )
+        for question, answer, context in (("$q1", "$a1", ["$q1"]), ("$q2", "$a2", ["$a1", "$q2"])):
+            await store.queue_answer("!r", question, 1, None, 1)
+            row = await store.answer_for_question(question)
+            await store.update_answer(
+                row.id, answer_event_id=answer, text="t", status="complete",
+                context_event_ids=context, request_messages=[{"role": "user", "content": "x"}],
+            )  # fmt: skip
+        await store.add_vote("$v", "$a2", "!r", "@p:x", "up", "👍", 2)
+        await store.add_consent("@p:x", "yes", 1, "!r", 1)
+        await store.forget("@p:x", 5)
+        for question in ("$q1", "$q2"):
+            row = await store.answer_for_question(question)
+            assert row.text is None  # $a2 never quoted $q1, but it was built on $a1
+        remaining = await store.conn.execute_fetchall("SELECT event_id FROM messages")
+        assert [r[0] for r in remaining] == ["$q2"]  # the other person's words stay
+        assert not await store.conn.execute_fetchall("SELECT * FROM votes")
+        assert await store.consent("@p:x") == ("erased", 0, 5)
+    finally:
+        await store.close()

@@ -207,7 +207,9 @@ class Relay:
             on_notice = reaction.target == room.consent_notice_event_id
             if on_notice and await self.store.claim_event(reaction.event_id, now_ms()):
                 lang = room.lang or self.settings.bot.default_lang
-                reply = await self.commands.data.record_consent(reaction.sender, room_id, lang)
+                reply = await self.commands.data.record_consent(
+                    reaction.sender, room_id, lang, reaction.event_id
+                )
                 self._spawn(self._notice(room_id, reply, reaction.target), name="consent")
             return
         answer = await self.store.answer_by_event(reaction.target)
@@ -228,6 +230,9 @@ class Relay:
             # a withdrawn reaction, or a message whose text and derived records must go
             await self.store.withdraw_reaction(redaction.redacts, now_ms())
             await self.store.erase_event(redaction.redacts, now_ms())
+            given = await self.store.consent_given_by(redaction.redacts)
+            if given is not None:  # taking back the ✅ takes back the consent
+                await self.store.add_consent(given[0], "no", given[1], room_id, now_ms())
 
     async def regenerate(self, answer: AnswerRow) -> None:
         """A new answer to the same question, kept as a sibling of the first."""

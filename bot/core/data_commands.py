@@ -53,9 +53,11 @@ class DataCommands:
             "collect": self.collect,
         }
 
-    async def record_consent(self, user_id: str, room_id: str, lang: str) -> str:
+    async def record_consent(
+        self, user_id: str, room_id: str, lang: str, reaction_id: str | None = None
+    ) -> str:
         version = self.settings.data.notice_version
-        await self.store.add_consent(user_id, "yes", version, room_id, now_ms())
+        await self.store.add_consent(user_id, "yes", version, room_id, now_ms(), reaction_id)
         return say(lang, "cmd.consent.yes", version=version, prefix=self.prefix)
 
     async def consent(self, command: Command, message: TextMessage, lang: str) -> str:

@@ -382,17 +382,33 @@ class Store:
 
     # Consent and erasure
     async def add_consent(
-        self, user_id: str, action: str, notice_version: int, room_id: str | None, ts: int
+        self,
+        user_id: str,
+        action: str,
+        notice_version: int,
+        room_id: str | None,
+        ts: int,
+        source_event_id: str | None = None,
     ) -> None:
         await self._write(
-            "INSERT INTO consents (user_id, action, notice_version, room_id, ts) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO consents (user_id, action, notice_version, room_id, ts, "
+            "source_event_id) VALUES (?, ?, ?, ?, ?, ?)",
             user_id,
             action,
             notice_version,
             room_id,
             ts,
+            source_event_id,
         )
+
+    async def consent_given_by(self, event_id: str) -> tuple[str, int] | None:
+        """(user, notice version) when this ✅ reaction gave the consent now in force."""
+        row = await self._one(
+            "SELECT c.user_id, c.notice_version FROM consents c WHERE c.source_event_id = ? "
+            "AND c.id = (SELECT MAX(id) FROM consents WHERE user_id = c.user_id)",
+            event_id,
+        )
+        return (row["user_id"], row["notice_version"]) if row else None
 
     async def consent(self, user_id: str) -> tuple[str, int, int] | None:
         """The consent in force: (action, notice version, time), or None if never given."""
@@ -413,19 +429,28 @@ class Store:
         await self.add_consent(user_id, "erased", 0, None, now)
 
     async def erase_event(self, event_id: str, now: int) -> None:
-        """A message is gone (redacted, or its author erased): its text and every answer record
-        that carried it go too."""
-        await self._write(
-            "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, text = NULL, "
-            "erased_at = ? WHERE question_event_id = ? OR answer_event_id = ? "
-            "OR context_event_ids LIKE ?",
-            now,
-            event_id,
-            event_id,
-            f'%"{event_id}"%',
-        )
-        await self._write("DELETE FROM messages WHERE event_id = ?", event_id)
-        await self._write("DELETE FROM corrections WHERE event_id = ?", event_id)
+        """A message is gone (redacted, or its author erased): its text goes, and so does every
+        answer built on it, and every answer built on those, since each carried the words."""
+        pending, seen = [event_id], set()
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            condition = "(question_event_id = ? OR answer_event_id = ? OR context_event_ids LIKE ?)"
+            args = (current, current, f'%"{current}"%')
+            built_on = await self._all(
+                f"SELECT answer_event_id FROM answers WHERE {condition}", *args
+            )
+            await self._write(
+                "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, "
+                f"text = NULL, erased_at = COALESCE(erased_at, ?) WHERE {condition}",
+                now,
+                *args,
+            )
+            pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
+            await self._write("DELETE FROM messages WHERE event_id = ?", current)
+            await self._write("DELETE FROM corrections WHERE event_id = ?", current)
 
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:

@@ -75,6 +75,7 @@ CREATE TABLE consents (
     action          TEXT NOT NULL CHECK (action IN ('yes', 'no', 'erased')),
     notice_version  INTEGER NOT NULL,
     room_id         TEXT,
+    source_event_id TEXT,                    -- the ✅ reaction, when given that way
     ts              INTEGER NOT NULL
 );
 CREATE INDEX consents_user ON consents (user_id, id);
