@@ -132,7 +132,10 @@ async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
             )  # fmt: skip
         await store.add_vote("$v", "$a2", "!r", "@p:x", "up", "👍", 2)
         await store.add_consent("@p:x", "yes", 1, "!r", 1)
+        await store.add_prompt("!r", "Sois brève.", "@p:x", 1)
         await store.forget("@p:x", 5)
+        prompt = await store.current_prompt("!r")
+        assert prompt.text == "Sois brève." and prompt.set_by == "erased"
         for question in ("$q1", "$q2"):
             row = await store.answer_for_question(question)
             assert row.text is None  # $a2 never quoted $q1, but it was built on $a1

@@ -426,6 +426,8 @@ class Store:
         for table in ("votes", "labels", "corrections"):
             await self._write(f"DELETE FROM {table} WHERE sender = ?", user_id)
         await self._write("DELETE FROM consents WHERE user_id = ?", user_id)
+        # a room's prompt history stays (it is the room's configuration), without its author
+        await self._write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
         await self.add_consent(user_id, "erased", 0, None, now)
 
     async def erase_event(self, event_id: str, now: int) -> None:
