@@ -10,6 +10,7 @@ from bot.config import Settings
 from bot.core.conversation import Relay
 from bot.llm.client import ChatModel
 from bot.matrix.transport import MatrixTransport
+from bot.ops.server import OpsServer
 from bot.storage.store import Store
 from bot.texts import PromptTexts
 
@@ -27,13 +28,18 @@ async def run_bot(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, transport.stop)
+    ops = OpsServer(settings, relay.metrics, store, model, lambda: transport.last_sync)
     try:
+        if settings.ops.enabled:
+            await ops.start()
         await transport.login()
         log.info("lucie-bot running as %s, model %s", settings.matrix.user_id, settings.llm.model)
         await transport.run(relay)
     finally:
-        # answers still in progress stay "streaming" in the database and resume at next start
-        await relay.close()
+        # no new questions now; answers under way get a grace period, and any still running
+        # after it stay "streaming" in the database, completed in the same reply at next start
+        await relay.drain(settings.bot.shutdown_grace_s)
+        await ops.stop()
         await transport.close()
         await model.aclose()
         await store.close()

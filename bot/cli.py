@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import NoReturn
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.export.formats import FORMATS
+from bot.logs import configure_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,21 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "export":
         return _export(settings, args)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # nio logs event contents when verbose: quiet unless content logging is asked for
-    if not settings.log_content:
-        logging.getLogger("nio").setLevel(logging.WARNING)
-    for chatty in ("markdown_it", "aiosqlite", "peewee", "httpcore", "httpx"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure_logging(settings)
     from bot.app import run_bot
     from bot.matrix.transport import LoginFailed
+    from bot.ops.server import OpsUnavailable
 
     try:
         asyncio.run(run_bot(settings))
-    except LoginFailed as exc:
+    except (LoginFailed, OpsUnavailable) as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:

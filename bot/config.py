@@ -77,6 +77,9 @@ class LLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base_url: str = "http://127.0.0.1:8000/v1"
+    base_urls: list[str] = Field(
+        default_factory=list, description="Replicas; when set, used instead of base_url"
+    )
     model: str = "OpenLLM-France/Lucie-7B-Instruct"
     api_key: SecretStr | None = None
     temperature: float = Field(default=0.7, ge=0, le=2)
@@ -99,6 +102,11 @@ class LLMSettings(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, values: list[str]) -> list[str]:
+        return [cls._url(value) for value in values]
+
 
 class BotSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -112,6 +120,9 @@ class BotSettings(BaseModel):
     edit_interval_s: float = Field(default=1.5, ge=0)
     max_edits_per_answer: int = Field(default=20, ge=0)
     final_edit_timeout_s: float = Field(default=600.0, gt=0)
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long answers under way may finish"
+    )
     prompts_dir: Path | None = Field(
         default=None, description="Folder with system.<lang>.md and join_notice.<lang>.md"
     )
@@ -143,6 +154,14 @@ class DataSettings(BaseModel):
     reason_emojis: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_REASONS))
 
 
+class OpsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    host: str = Field(default="127.0.0.1", description="Loopback by default: not for the world")
+    port: int = Field(default=9108, ge=1, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -152,6 +171,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     log_content: bool = Field(
         default=False, description="Log message texts (debugging only; off protects privacy)"
     )
@@ -159,6 +179,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

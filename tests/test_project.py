@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -24,18 +25,33 @@ def test_ruff_lint_and_format_are_clean():
     assert form.returncode == 0, form.stdout
 
 
-def test_compose_file_describes_the_bot_service():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    bot = compose["services"]["bot"]
+def test_compose_files_describe_the_stack_and_the_existing_servers_variant():
+    full = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert set(full["services"]) == {"synapse", "vllm", "bot"}
+    bot = full["services"]["bot"]
     assert bot["build"] == "." and (ROOT / "Dockerfile").is_file()
     assert "./config:/config:ro" in bot["volumes"]
-    assert bot["environment"]["LUCIE_BOT_DATA_DIR"] == "/data"
+    assert bot["environment"]["LUCIE_BOT_LLM__BASE_URL"] == "http://vllm:8000/v1"
+    assert "OpenLLM-France/Lucie-7B-Instruct" in full["services"]["vllm"]["command"]
+    gpu = full["services"]["vllm"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"]
+    synapse_config = yaml.safe_load((ROOT / "config/synapse/homeserver.yaml").read_text())
+    assert synapse_config["listeners"][0]["port"] == 8008
+    assert set(full["volumes"]) == {"synapse-data", "huggingface-cache", "lucie-bot-data"}
+    existing = yaml.safe_load((ROOT / "docker-compose.existing.yml").read_text())
+    assert set(existing["services"]) == {"bot"}
+    assert "LUCIE_BOT_MATRIX__HOMESERVER" in existing["services"]["bot"]["environment"]
     if shutil.which("docker") and _succeeds("docker", "compose", "version"):
         assert _succeeds("docker", "compose", "config", "-q")
+        env = {"LUCIE_BOT_MATRIX__HOMESERVER": "https://h", "LUCIE_BOT_MATRIX__USER_ID": "@b:h",
+               "LUCIE_BOT_LLM__BASE_URL": "http://m/v1"}  # fmt: skip
+        assert _succeeds("docker", "compose", "-f", "docker-compose.existing.yml", "config",
+                         "-q", env=env)  # fmt: skip
 
 
-def _succeeds(*command: str) -> bool:
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=60)
+def _succeeds(*command: str, env: dict[str, str] | None = None) -> bool:
+    environment = {**os.environ, **(env or {})}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=60, env=environment)
     return result.returncode == 0
 
 

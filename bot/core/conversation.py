@@ -15,12 +15,13 @@ from bot.core.commands import Command, Commands, parse_command
 from bot.core.context import Turn, fit_to_budget, to_messages
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
 from bot.core.governance import bare_emoji, inviter_allowed, normalise_vote
+from bot.core.metrics import CountingPort, Metrics
 from bot.core.ports import ChatPort
 from bot.core.render import message_content
 from bot.core.scheduler import FairScheduler
 from bot.core.streaming import ReplyStream, retrying
 from bot.core.triggers import Situation, mentions_bot, should_answer, strip_bot_name
-from bot.llm.client import ChatModel, LLMError, Sampling, StreamResult
+from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
 from bot.storage.store import AnswerRow, MessageRow, RoomRow, Store
 from bot.texts import PromptTexts, say
 
@@ -48,11 +49,13 @@ class Relay:
         self.settings = settings
         self.store = store
         self.model = model
-        self.port = port
+        self.metrics = Metrics()
+        self.port: ChatPort = CountingPort(port, self.metrics)  # type: ignore[assignment]
         self.prompts = prompts
-        self.commands = Commands(settings, store, port, prompts, self.regenerate)
+        self.commands = Commands(settings, store, self.port, prompts, self.regenerate)
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
         self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
+        self.metrics.queue.set_function(lambda: self.scheduler.queued)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: set[int] = set()
 
@@ -69,6 +72,13 @@ class Relay:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def drain(self, grace_s: float) -> None:
+        """Let answers under way finish, for grace_s at most, then stop the rest."""
+        if self._tasks:
+            log.info("waiting up to %.0f s for %d answers under way", grace_s, len(self._tasks))
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        await self.close()
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -218,7 +228,8 @@ class Relay:
         args = (reaction.event_id, reaction.target, room_id, reaction.sender)
         vote = normalise_vote(reaction.key)
         if vote is not None:
-            await self.store.add_vote(*args, vote, reaction.key, reaction.ts)
+            if await self.store.add_vote(*args, vote, reaction.key, reaction.ts):
+                self.metrics.votes.labels(vote).inc()
         elif key in self.reasons:
             await self.store.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
         elif key == REGENERATE_KEY and await self.store.claim_event(reaction.event_id, now_ms()):
@@ -347,15 +358,21 @@ class Relay:
             on_first_event=first_event,
             existing_event_id=row.answer_event_id,
         )
-        result, text, error = StreamResult(), "", None
-        try:
-            async for delta in self.model.stream(messages, sampling, result):
-                text += delta
-                if text.strip():
-                    stream.update(text.strip())
-        except LLMError as exc:
-            error = exc
-            log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
+        for restart in range(len(self.model.backends)):
+            result, text, error = StreamResult(), "", None
+            try:
+                async for delta in self.model.stream(messages, sampling, result):
+                    text += delta
+                    if text.strip():
+                        stream.update(text.strip())
+            except LLMError as exc:
+                error = exc
+                log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
+            broke_midway = error is not None and error.kind in FAILOVER_KINDS and bool(text)
+            if not (broke_midway and self.model.can_fail_over()):
+                break
+            # another replica answers from the start; the same reply is edited as it goes
+            log.info("answer %d restarts on another model server (%d)", row.id, restart + 1)
         answer = text.strip()
         if error is None and answer and result.finish_reason != "length":
             status, final = "complete", answer
@@ -368,6 +385,7 @@ class Relay:
             key = f"error.{error.kind}" if error else "error.empty"
             notice = say(lang, key, prefix=bot.command_prefix)
             await self._notice(row.room_id, notice, question.event_id, question.thread_root)
+        self._measure(status if landed else "cut", error, result, row.question_ts)
         await self.store.update_answer(
             row.id,
             status=status if landed else "cut",
@@ -395,6 +413,19 @@ class Relay:
                     True,
                 )
             )
+
+    def _measure(
+        self, status: str, error: LLMError | None, result: StreamResult, question_ts: int
+    ) -> None:
+        metrics = self.metrics
+        metrics.answers.labels(status).inc()
+        if error is not None:
+            metrics.errors.labels(error.kind).inc()
+        metrics.tokens.inc(result.tokens)
+        if result.first_token_at is not None:
+            metrics.first_token.observe(max(0.0, result.first_token_at - question_ts / 1000))
+        if status == "complete":
+            metrics.final_answer.observe(max(0.0, time.time() - question_ts / 1000))
 
     async def _conversation(
         self, question: MessageRow, room: RoomRow, is_dm: bool

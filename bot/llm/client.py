@@ -57,9 +57,27 @@ class StreamResult:
     first_token_at: float | None = None
 
 
+FAILOVER_KINDS = ("unreachable", "timeout", "server", "bad_response")
+RECHECK_S = 10.0
+
+
+@dataclass
+class Backend:
+    """One model server (a replica); a failed one is skipped for RECHECK_S, then tried again."""
+
+    base_url: str
+    failed_at: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.failed_at is None or time.monotonic() - self.failed_at > RECHECK_S
+
+
 class ChatModel:
     def __init__(self, settings: LLMSettings, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
+        self.backends = [Backend(url) for url in settings.base_urls or [settings.base_url]]
+        self._turn = 0
         headers = {}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
@@ -78,10 +96,63 @@ class ChatModel:
     def model(self) -> str:
         return self.settings.model
 
+    def _candidates(self, rotate: bool = True) -> list[Backend]:
+        """Usable servers in turn (spreading load), then failed ones as a last resort."""
+        if rotate:
+            self._turn = (self._turn + 1) % len(self.backends)
+        ordered = self.backends[self._turn :] + self.backends[: self._turn]
+        return [b for b in ordered if b.usable] + [b for b in ordered if not b.usable]
+
+    def can_fail_over(self) -> bool:
+        """Another server is worth one try for an answer that broke midway, even one that failed
+        recently: each try is bounded by the time-outs, and the tries by the number of servers."""
+        return len(self.backends) > 1
+
     async def stream(
         self, messages: list[dict[str, str]], sampling: Sampling, result: StreamResult
     ) -> AsyncIterator[str]:
-        """Yield text deltas as the server produces them; raise LLMError on any failure."""
+        """Yield text deltas; a server failing before its first token is replaced by the next.
+
+        A failure after text was produced is raised (LLMError) for the caller to decide."""
+        error: LLMError | None = None
+        for backend in self._candidates():
+            try:
+                async for text in self._stream_from(backend, messages, sampling, result):
+                    yield text
+                backend.failed_at = None
+                return
+            except LLMError as exc:
+                if exc.kind in FAILOVER_KINDS:
+                    backend.failed_at = time.monotonic()
+                    log.warning("model server %s failed: %s", backend.base_url, exc.kind)
+                if result.first_token_at is not None or exc.kind not in FAILOVER_KINDS:
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
+    async def reachable(self) -> dict[str, bool]:
+        """Probe every server's /models (for health checks)."""
+
+        async def probe(backend: Backend) -> bool:
+            try:
+                response = await self.http.get(
+                    f"{backend.base_url}/models", timeout=self.settings.connect_timeout_s
+                )
+            except httpx.HTTPError:
+                return False
+            return response.status_code < 500
+
+        answers = await asyncio.gather(*(probe(b) for b in self.backends))
+        return {b.base_url: ok for b, ok in zip(self.backends, answers, strict=True)}
+
+    async def _stream_from(
+        self,
+        backend: Backend,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        result: StreamResult,
+    ) -> AsyncIterator[str]:
         body = {
             "model": self.settings.model,
             "messages": messages,
@@ -89,7 +160,7 @@ class ChatModel:
             "stream_options": {"include_usage": True},
             **sampling.as_dict(),
         }
-        url = f"{self.settings.base_url}/chat/completions"
+        url = f"{backend.base_url}/chat/completions"
         deadline = time.monotonic() + self.settings.total_timeout_s
         try:
             async with aconnect_sse(self.http, "POST", url, json=body) as source:
@@ -146,7 +217,7 @@ class ChatModel:
 
     async def _tokenize(self, text: str) -> int | None:
         """vLLM and llama.cpp serve /tokenize beside /v1; remember when a server has none."""
-        root = self.settings.base_url.removesuffix("/v1")
+        root = self._candidates(rotate=False)[0].base_url.removesuffix("/v1")
         try:
             response = await self.http.post(
                 f"{root}/tokenize",

@@ -76,6 +76,7 @@ class MatrixTransport:
         self._creators: dict[str, frozenset[str]] = {}
         self._just_joined: set[str] = set()
         self._stopping = asyncio.Event()
+        self.last_sync: float | None = None
 
     # Login
     async def login(self) -> None:
@@ -166,6 +167,7 @@ class MatrixTransport:
                 await self._recover(response, failures)
                 continue
             failures = 0
+            self.last_sync = time.monotonic()
             await self._crypto_housekeeping()
             await self._dispatch(response)
             since = response.next_batch

@@ -87,6 +87,14 @@ class Store:
         await self.conn.commit()
         return changed
 
+    async def writable(self) -> bool:
+        """A real write (rolled into a no-op update): fails on a read-only or full disk."""
+        await self._write(
+            "INSERT INTO handled_events (event_id, ts) VALUES ('health', 0) "
+            "ON CONFLICT (event_id) DO UPDATE SET ts = ts"
+        )
+        return True
+
     # Sync position
     async def sync_token(self) -> str | None:
         row = await self._one("SELECT next_batch FROM sync_state WHERE id = 1")

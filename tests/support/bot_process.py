@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from tests.support.fake_llm import FakeLLM
-from tests.support.synapse import RegisteredUser, Synapse
+from tests.support.synapse import RegisteredUser, Synapse, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,7 @@ class BotProcess:
         data: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
+        log_format: str = "text",
     ) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -56,6 +57,8 @@ class BotProcess:
         self.config_path = folder / "config.toml"
         self.log_path = folder / "bot.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.ops_port = free_port()
+        self.ops_url = f"http://127.0.0.1:{self.ops_port}"
         write_toml(
             self.config_path,
             {
@@ -78,8 +81,9 @@ class BotProcess:
                 },
                 "bot": {"edit_interval_s": 0.3, "final_edit_timeout_s": 120, **(bot or {})},
                 "data": {"pseudonym_secret": "test-pseudonym-secret", **(data or {})},
+                "ops": {"port": self.ops_port},
             },
-            {"data_dir": str(self.data_dir), "log_level": log_level},
+            {"data_dir": str(self.data_dir), "log_level": log_level, "log_format": log_format},
         )
 
     def start(self) -> None:

@@ -24,6 +24,8 @@ class Behaviour:
     hang_after: int | None = None  # stop sending (connection open) after this many tokens
     text: str | None = None  # the answer; default echoes the last user message
     finish_reason: str = "stop"  # "length" as when max_tokens cuts the answer
+    once: bool = False  # applies to one request only, across every server sharing it
+    used: bool = False
 
 
 @dataclass
@@ -108,7 +110,8 @@ class FakeLLM:
         # the newest paragraph: earlier unanswered questions are merged into the same turn
         last = users[-1].split("\n\n")[-1] if users else ""
         for substring, behaviour in self.rules:
-            if substring in last:
+            if substring in last and not (behaviour.once and behaviour.used):
+                behaviour.used = True
                 return behaviour
         return self.default
 
