@@ -55,7 +55,7 @@ async def run(args: argparse.Namespace) -> None:
             first_delay=args.latency, token_delay=1 / args.token_rate, text=answer_text
         )
         llm.start()
-        account = synapse.register("lucie")
+        account = synapse.new_user("lucie")
         synapse.exempt_from_rate_limits(account.user_id)
         bot = BotProcess(
             folder / "bot",
@@ -69,9 +69,9 @@ async def run(args: argparse.Namespace) -> None:
         bot.start()
         assert bot.process is not None
         for index in range(args.users):
-            person = synapse.register("person")
+            person = synapse.new_user("person")
             synapse.exempt_from_rate_limits(person.user_id)
-            users.append(MatrixUser(synapse, person, folder / f"user{index}"))
+            users.append(MatrixUser(synapse.url, person, folder / f"user{index}"))
         rooms: list[tuple[MatrixUser, str]] = []
         for index in range(args.rooms):
             owner = users[index % len(users)]

@@ -43,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = commands.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", type=Path)
+    demo = commands.add_parser(
+        "demo", help="a local homeserver, a small real model and the bot, with a terminal chat"
+    )
+    demo.add_argument("--data", type=Path, default=Path("demo-data"), help="the demo's folder")
+    demo.add_argument("--synapse-port", type=int, default=8008)
+    demo.add_argument("--model-port", type=int, default=8080)
+    demo.add_argument("--ops-port", type=int, default=9108)
+    demo.add_argument("--gguf", type=Path, help="another GGUF model file to serve")
+    demo.add_argument("--model-url", help="use this running OpenAI-compatible server instead")
+    demo.add_argument("--no-chat", action="store_true", help="no terminal chat: use any client")
     export = commands.add_parser("export", help="write consented training data as JSONL")
     export.add_argument("--config", type=Path)
     export.add_argument("--format", required=True, choices=FORMATS)
@@ -54,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -77,6 +89,27 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bot.demo.homeserver import HomeserverError
+    from bot.demo.run import DemoOptions, run_demo
+
+    options = DemoOptions(
+        folder=args.data.resolve(),
+        synapse_port=args.synapse_port,
+        model_port=args.model_port,
+        ops_port=args.ops_port,
+        gguf=args.gguf,
+        model_url=args.model_url,
+        chat=not args.no_chat,
+    )
+    try:
+        asyncio.run(run_demo(options))
+    except HomeserverError as exc:
+        print(f"lucie-bot: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

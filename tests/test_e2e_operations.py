@@ -126,7 +126,7 @@ async def test_sigterm_finishes_answers_under_way_and_json_logs(make_user, start
 
 
 def test_a_taken_ops_port_is_named_in_one_line(synapse, llm, tmp_path):
-    account = synapse.register("lucie")
+    account = synapse.new_user("lucie")
     bot = BotProcess(tmp_path, synapse, account, llm)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", bot.ops_port))

@@ -13,14 +13,8 @@ from tests.support.matrix_user import answer_to, final_answer, notices, original
 async def test_invites_from_unlisted_users_are_refused(make_user, start_bot):
     alice = await make_user("alice")
     mallory = await make_user("mallory")
-    bot = start_bot()
     # only alice (and no one else on this server) may invite this bot
-    bot.stop()
-    config = bot.config_path.read_text().replace(
-        'allowed_inviters = ["localhost"]', f'allowed_inviters = ["{alice.user_id}"]'
-    )
-    bot.config_path.write_text(config)
-    bot.start()
+    bot = start_bot(matrix={"allowed_inviters": [alice.user_id]})
     refused = await mallory.create_room([bot.user_id])
     room = await invite_bot(alice, bot)
     assert room

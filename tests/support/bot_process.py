@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import tomli_w
 
 from tests.support.fake_llm import FakeLLM
 from tests.support.synapse import RegisteredUser, Synapse, free_port
@@ -18,22 +18,8 @@ from tests.support.synapse import RegisteredUser, Synapse, free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
-
-
 def write_toml(path: Path, sections: dict[str, dict[str, Any]], top: dict[str, Any]) -> None:
-    lines = [f"{key} = {toml_value(value)}" for key, value in top.items()]
-    for name, values in sections.items():
-        lines.append(f"\n[{name}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(tomli_w.dumps({**top, **sections}), encoding="utf-8")
 
 
 class BotProcess:

@@ -18,7 +18,7 @@ from nio import (
     SyncResponse,
 )
 
-from tests.support.synapse import RegisteredUser, Synapse
+from tests.support.synapse import RegisteredUser
 
 T = TypeVar("T")
 LIVE = "org.matrix.msc4357.live"
@@ -26,14 +26,14 @@ LIVE = "org.matrix.msc4357.live"
 
 class MatrixUser:
     def __init__(
-        self, synapse: Synapse, user: RegisteredUser, folder: Path, encryption: bool = False
+        self, homeserver: str, user: RegisteredUser, folder: Path, encryption: bool = False
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         config = AsyncClientConfig(
             encryption_enabled=encryption, store_sync_tokens=True, max_limit_exceeded=5
         )
         self.client = AsyncClient(
-            synapse.url,
+            homeserver,
             user.user_id,
             device_id=user.device_id,
             store_path=str(folder),

