@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bot.demo.processes import OwnedProcess
 
 START_TIMEOUT_S = 90
 
@@ -43,7 +44,7 @@ class LocalSynapse:
         self.server_name = server_name
         self.config_path = folder / "homeserver.yaml"
         self.secret_path = folder / "registration.secret"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: OwnedProcess | None = None
 
     def configure(self, overrides: dict[str, Any] | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -104,8 +105,8 @@ class LocalSynapse:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self) -> None:
-        log = open(self.folder / "synapse.log", "ab")  # noqa: SIM115 - kept for the process' life
-        self.process = subprocess.Popen(
+        """Start and wait for /health (blocking: the demo runs it in a worker thread)."""
+        self.process = OwnedProcess(
             [
                 sys.executable,
                 "-m",
@@ -113,16 +114,15 @@ class LocalSynapse:
                 "--config-path",
                 str(self.config_path),
             ],
-            cwd=self.folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.folder / "synapse.log",
+            self.folder,
         )
+        process, log = self.process.process, self.process.log
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 raise HomeserverError(
-                    f"Synapse stopped at start (exit {self.process.returncode}); see {log.name}"
+                    f"Synapse stopped at start (exit {process.returncode}); see {log}"
                 )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
@@ -131,17 +131,11 @@ class LocalSynapse:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.2)
         self.stop()
-        raise HomeserverError(f"Synapse did not answer within {START_TIMEOUT_S} s; see {log.name}")
+        raise HomeserverError(f"Synapse did not answer within {START_TIMEOUT_S} s; see {log}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process is not None:
+            self.process.stop()
 
     def request(
         self, method: str, path: str, body: Any = None, token: str | None = None

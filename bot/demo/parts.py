@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from bot.demo.homeserver import HomeserverError
+from bot.demo.processes import OwnedProcess
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_START_TIMEOUT_S = 120
@@ -49,6 +49,7 @@ def require_free_port(port: int, what: str, option: str) -> None:
 
 
 def wait_for_http(url: str, process: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    """Poll until the server answers (blocking: the demo runs it in a worker thread)."""
     deadline = time.monotonic() + MODEL_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -60,27 +61,6 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], what: str, log: Pa
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
     raise DemoError(f"{what} did not answer within {MODEL_START_TIMEOUT_S} s; see {log}")
-
-
-class OwnedProcess:
-    """A child process started by the demo and stopped by its own pid."""
-
-    def __init__(self, command: list[str], log: Path, cwd: Path) -> None:
-        self.log = log
-        with open(log, "ab") as output:
-            self.process = subprocess.Popen(
-                command, cwd=cwd, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 def start_model_server(gguf: Path, port: int, folder: Path) -> OwnedProcess:

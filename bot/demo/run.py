@@ -21,13 +21,13 @@ from bot.demo.chat import terminal_chat
 from bot.demo.homeserver import Account, LocalSynapse
 from bot.demo.parts import (
     DemoError,
-    OwnedProcess,
     require_free_port,
     require_module,
     smollm2_gguf,
     start_bot,
     start_model_server,
 )
+from bot.demo.processes import OwnedProcess
 
 BOT, PERSON = "lucie", "demo"
 # one person and one bot on loopback: Synapse's message rate limit would only slow the demo
