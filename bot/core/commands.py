@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from bot.config import Settings
-from bot.core.data_commands import DataCommands, Regenerate, date_text, now_ms
+from bot.core.clock import date_text, now_ms
+from bot.core.data_commands import DataCommands, Regenerate, admin_choice
 from bot.core.events import TextMessage
 from bot.core.governance import is_room_admin
 from bot.core.ports import ChatPort
@@ -132,18 +133,20 @@ class Commands:
         return say(lang, "cmd.prompt.history", lines="\n".join(lines))
 
     async def _mode(self, command: Command, message: TextMessage, lang: str) -> str:
-        if not command.args or command.args[0] not in ("mention", "all"):
-            return say(lang, "cmd.mode.usage", prefix=self.prefix)
-        if not await self.is_admin(message.room_id, message.sender):
-            return say(lang, "cmd.not_admin")
+        refusal = await admin_choice(
+            command, message, lang, ("mention", "all"), "cmd.mode.usage", self.prefix, self.is_admin
+        )
+        if refusal:
+            return refusal
         await self.store.set_room(message.room_id, mode=command.args[0])
         return say(lang, "cmd.mode.set", mode=command.args[0])
 
     async def _lang(self, command: Command, message: TextMessage, lang: str) -> str:
-        if not command.args or command.args[0] not in ("fr", "en"):
-            return say(lang, "cmd.lang.usage", prefix=self.prefix)
-        if not await self.is_admin(message.room_id, message.sender):
-            return say(lang, "cmd.not_admin")
+        refusal = await admin_choice(
+            command, message, lang, ("fr", "en"), "cmd.lang.usage", self.prefix, self.is_admin
+        )
+        if refusal:
+            return refusal
         await self.store.set_room(message.room_id, lang=command.args[0])
         return say(command.args[0], "cmd.lang.set")
 

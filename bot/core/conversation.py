@@ -11,6 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bot.config import Settings
+from bot.core.clock import now_ms
 from bot.core.commands import Command, Commands, parse_command
 from bot.core.context import Turn, fit_to_budget, to_messages
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
@@ -31,10 +32,6 @@ TYPING_REFRESH_S = 20
 NOTICE_TIMEOUT_S = 120
 CONSENT_KEY = "\u2705"  # ✅
 REGENERATE_KEY = "\U0001f501"  # 🔁
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Relay:

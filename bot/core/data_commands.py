@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.core.clock import date_text, now_ms
 from bot.core.events import TextMessage
 from bot.storage.store import AnswerRow, Store
 from bot.texts import say
@@ -20,10 +19,6 @@ log = logging.getLogger(__name__)
 Regenerate = Callable[[AnswerRow], Awaitable[None]]
 IsAdmin = Callable[[str, str], Awaitable[bool]]
 MAX_CORRECTION_CHARS = 8000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class DataCommands:
@@ -152,13 +147,27 @@ class DataCommands:
         return say(lang, "cmd.stats", lines="\n".join(lines))
 
     async def collect(self, command: Command, message: TextMessage, lang: str) -> str:
-        if not command.args or command.args[0] not in ("on", "off"):
-            return say(lang, "cmd.collect.usage", prefix=self.prefix)
-        if not await self.is_admin(message.room_id, message.sender):
-            return say(lang, "cmd.not_admin")
+        refusal = await admin_choice(
+            command, message, lang, ("on", "off"), "cmd.collect.usage", self.prefix, self.is_admin
+        )
+        if refusal:
+            return refusal
         await self.store.set_room(message.room_id, collection=int(command.args[0] == "on"))
         return say(lang, "cmd.collect.set", state=command.args[0])
 
 
-def date_text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+async def admin_choice(
+    command: Command,
+    message: TextMessage,
+    lang: str,
+    choices: tuple[str, ...],
+    usage: str,
+    prefix: str,
+    is_admin: IsAdmin,
+) -> str | None:
+    """The refusal for a room setting (bad choice, or not a room admin); None when allowed."""
+    if not command.args or command.args[0] not in choices:
+        return say(lang, usage, prefix=prefix)
+    if not await is_admin(message.room_id, message.sender):
+        return say(lang, "cmd.not_admin")
+    return None
