@@ -53,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--gguf", type=Path, help="another GGUF model file to serve")
     demo.add_argument("--model-url", help="use this running OpenAI-compatible server instead")
     demo.add_argument("--no-chat", action="store_true", help="no terminal chat: use any client")
+    device = commands.add_parser(
+        "new-device",
+        help="retire a lost or damaged encryption store; the next start makes a new signed device",
+    )
+    device.add_argument("--config", type=Path)
+    identity = commands.add_parser(
+        "new-identity", help="replace the bot's cross-signing keys (lost or taken over)"
+    )
+    identity.add_argument("--config", type=Path)
     export = commands.add_parser("export", help="write consented training data as JSONL")
     export.add_argument("--config", type=Path)
     export.add_argument("--format", required=True, choices=FORMATS)
@@ -76,19 +85,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "export":
         return _export(settings, args)
+    if args.command in ("new-device", "new-identity"):
+        return _maintenance(settings, args.command)
     configure_logging(settings)
     from bot.app import run_bot
+    from bot.matrix.device_store import StoreProblem
     from bot.matrix.transport import LoginFailed
     from bot.ops.server import OpsUnavailable
 
     try:
         asyncio.run(run_bot(settings))
-    except (LoginFailed, OpsUnavailable) as exc:
+    except (LoginFailed, OpsUnavailable, StoreProblem) as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _maintenance(settings: Settings, command: str) -> int:
+    from bot.matrix.maintenance import MaintenanceError, new_device, new_identity
+
+    action = new_device if command == "new-device" else new_identity
+    try:
+        lines = asyncio.run(action(settings))
+    except MaintenanceError as exc:
+        print(f"lucie-bot: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

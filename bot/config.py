@@ -47,6 +47,18 @@ class MatrixSettings(BaseModel):
         description="Globs over user ids or servers whose invites are accepted",
     )
     encryption: bool = True
+    cross_signing: bool = Field(
+        default=True, description="Sign the bot's device with its own cross-signing identity"
+    )
+    key_backup: bool = Field(
+        default=True,
+        description="Back up room keys on the homeserver, so a new device can read past messages",
+    )
+    key_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long an encrypted message waits for its key before a notice says so",
+    )
     sync_timeout_ms: int = Field(default=30_000, ge=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
     max_backoff_s: float = Field(default=60.0, gt=0)

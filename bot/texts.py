@@ -18,6 +18,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.empty": "⚠️ Le modèle n'a rien répondu. Reformulez votre question.",
         "error.internal": "⚠️ Un problème interne a empêché la réponse. Réessayez dans un instant.",
         "answer.incomplete": "_(réponse incomplète)_",
+        "encryption.unreadable": "🔒 Je n'ai pas pu lire ce message chiffré : sa clé ne m'est jamais parvenue. Renvoyez-le. Si cela se reproduit, redémarrez votre application ou vérifiez qu'elle n'exclut pas mon appareil.",
         "cmd.unknown": "Commande inconnue : `{command}`. Essayez `{prefix} help`.",
         "cmd.not_admin": "Refusé : seuls les administrateurs du salon (ceux qui peuvent modifier ses niveaux de pouvoir) peuvent faire cela.",
         "cmd.help": (
@@ -77,6 +78,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.empty": "⚠️ The model gave no answer. Please rephrase your question.",
         "error.internal": "⚠️ An internal problem prevented the answer. Please try again shortly.",
         "answer.incomplete": "_(incomplete answer)_",
+        "encryption.unreadable": "🔒 I could not read this encrypted message: its key never reached me. Please send it again. If this keeps happening, restart your app or check that it does not exclude my device.",
         "cmd.unknown": "Unknown command: `{command}`. Try `{prefix} help`.",
         "cmd.not_admin": "Refused: only room admins (those who may change its power levels) can do this.",
         "cmd.help": (

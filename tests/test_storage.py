@@ -11,7 +11,7 @@ import pytest
 
 from bot.storage import database
 from bot.storage.database import SchemaError, migrations, open_database, schema_version
-from bot.storage.store import MessageRow, Store
+from bot.storage.store import MessageRow, Store, UndecryptedRow
 
 
 async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):
@@ -57,6 +57,7 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
         "votes",
         "sync_state",
         "handled_events",
+        "undecrypted",
     } <= tables
     if len(all_migrations) > 1:
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
@@ -145,3 +146,25 @@ async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
         assert await store.consent("@p:x") == ("erased", 0, 5)
     finally:
         await store.close()
+
+
+async def test_undecrypted_events_kept_once_noticed_per_session_and_erased(tmp_path):
+    store = await Store.open(tmp_path / "bot.sqlite3")
+    source = {"type": "m.room.encrypted", "content": {"ciphertext": "AAA", "session_id": "S1"}}
+    first = UndecryptedRow("$e1", "!r", "@a:x", "S1", source, received_at=10)
+    assert await store.keep_undecrypted(first)
+    assert not await store.keep_undecrypted(first)  # seen again after a restart: kept once
+    await store.keep_undecrypted(UndecryptedRow("$e2", "!r", "@a:x", "S1", source, 11))
+    await store.keep_undecrypted(UndecryptedRow("$e3", "!r", "@b:x", "S2", source, 12))
+    await store.mark_session_noticed("S1", 50)
+    rows = {row.event_id: row for row in await store.undecrypted()}
+    assert rows["$e1"].source == source
+    assert (rows["$e1"].noticed_at, rows["$e2"].noticed_at, rows["$e3"].noticed_at) == (
+        50,
+        50,
+        None,
+    )
+    await store.erase_event("$e3", 60)  # redacted while waiting
+    await store.forget("@a:x", 61)  # "forget me"
+    assert await store.undecrypted() == []
+    await store.close()

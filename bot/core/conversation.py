@@ -140,9 +140,8 @@ class Relay:
         if message.msgtype != "m.text" or message.is_edit:
             return
         room = await self._room(room_id)
-        catch_up_ms = self.settings.bot.catch_up_minutes * 60_000
-        if message.ts < room.joined_at or message.ts < now_ms() - catch_up_ms:
-            return  # history: sent before the bot joined, or too long ago to answer now
+        if self._is_history(room, message.ts):
+            return
         lang = room.lang or self.settings.bot.default_lang
         command = parse_command(message.body, self.settings.bot.command_prefix)
         if command is not None:
@@ -170,6 +169,23 @@ class Relay:
             self._schedule(row, is_dm)
         if self.settings.log_content:
             log.debug("question %s in %s: %r", message.event_id, room_id, message.body)
+
+    def _is_history(self, room: RoomRow, ts: int) -> bool:
+        """Sent before the bot joined, or too long ago to answer now."""
+        catch_up_ms = self.settings.bot.catch_up_minutes * 60_000
+        return ts < room.joined_at or ts < now_ms() - catch_up_ms
+
+    async def awaits_key(self, room_id: str, sender: str, ts: int) -> bool:
+        """Whether an encrypted message the bot cannot read yet is worth waiting for."""
+        if sender == self.bot_id:
+            return False
+        return not self._is_history(await self._room(room_id), ts)
+
+    async def unreadable(self, room_id: str, event_id: str) -> None:
+        """Its room key never came: say so, and what the person can do."""
+        room = await self._room(room_id)
+        lang = room.lang or self.settings.bot.default_lang
+        await self._notice(room_id, say(lang, "encryption.unreadable"), reply_to=event_id)
 
     async def _command(self, command: Command, message: TextMessage, lang: str) -> None:
         if command.name == "consent" and not command.args:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import httpx
 from nio import (
     Api,
     AsyncClient,
@@ -28,14 +29,18 @@ from nio import (
 
 from bot.config import Settings
 from bot.core.conversation import Relay
-from bot.core.events import TextMessage, parse_message
+from bot.core.events import TextMessage, parse_message, parse_redaction
 from bot.core.governance import creators_are_privileged
 from bot.core.ports import RateLimited, RoomAuthority, SendFailed
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
+from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity
+from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
+from bot.matrix.key_backup import BackupError, KeyBackup
+from bot.matrix.undecryptable import Undecryptable
 from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
-PENDING_DECRYPTION_S = 600
+UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
 SYNC_FILTER = {
     "room": {
         "state": {"lazy_load_members": True},
@@ -55,7 +60,8 @@ class MatrixTransport:
         self.user_id = settings.matrix.user_id
         data_dir = settings.data_dir
         self.credentials_path = data_dir / "credentials.json"
-        store_dir = data_dir / "crypto"
+        self.identity_path = data_dir / "cross-signing.json"
+        self.store_dir = store_dir = data_dir / "crypto"
         store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         config = AsyncClientConfig(
             # nio would otherwise retry 429s and timeouts forever inside one call,
@@ -71,8 +77,19 @@ class MatrixTransport:
             settings.matrix.homeserver, self.user_id, store_path=str(store_dir), config=config
         )
         self.relay: Relay | None = None
-        self._pending: dict[str, tuple[str, MegolmEvent, float]] = {}
-        self._requested_sessions: set[str] = set()
+        keep_for_ms = settings.bot.catch_up_minutes * 60_000
+        self.backup: KeyBackup | None = None
+        if settings.matrix.encryption and settings.matrix.key_backup:
+            self.backup = KeyBackup(
+                self.client,
+                store,
+                data_dir / "key-backup.json",
+                settings.matrix.homeserver,
+                settings.matrix.request_timeout_s,
+            )
+        self.undecryptable = Undecryptable(
+            self.client, store, settings.matrix.key_wait_s, keep_for_ms
+        )
         self._creators: dict[str, frozenset[str]] = {}
         self._just_joined: set[str] = set()
         self._stopping = asyncio.Event()
@@ -80,21 +97,95 @@ class MatrixTransport:
 
     # Login
     async def login(self) -> None:
-        """Reuse the saved device and token; log in with the password only the first time."""
+        """Reuse the saved device and token; log in with the password only the first time.
+
+        With encryption, the device's store is checked first and its keys are compared with
+        those the homeserver publishes: a missing or foreign store stops start-up (StoreProblem)
+        rather than silently becoming a new identity.
+        """
         matrix = self.settings.matrix
         saved = load_credentials(self.credentials_path)
-        if saved and saved.user_id == self.user_id and saved.homeserver == matrix.homeserver:
-            self.client.restore_login(saved.user_id, saved.device_id, saved.access_token)
+        if saved and (saved.user_id != self.user_id or saved.homeserver != matrix.homeserver):
+            saved = None
+        configured = matrix.device_id if matrix.access_token is not None else None
+        if matrix.encryption:
+            device = saved.device_id if saved else configured
+            first_use = saved is None and (
+                device is None or not store_file(self.store_dir, self.user_id, device).exists()
+            )
+            await check_store(self.store_dir, self.user_id, None if first_use else device)
+        if saved:
+            self._restore(saved.device_id, saved.access_token)
             log.info("restored device %s for %s", saved.device_id, self.user_id)
         elif matrix.access_token is not None and matrix.device_id is not None:
-            token = matrix.access_token.get_secret_value()
-            self.client.restore_login(self.user_id, matrix.device_id, token)
+            self._restore(matrix.device_id, matrix.access_token.get_secret_value())
             self._save_login()
         else:
             await self._until_reachable(self._password_login)
+        if self.client.olm:
+            await self._until_reachable(self._publish_device_keys)
+            if matrix.cross_signing:
+                await self._until_reachable(self._cross_sign)
+            if self.backup is not None:
+                await self._until_reachable(self._start_backup)
+        await self._until_reachable(self._set_display_name)
+
+    def _restore(self, device_id: str, token: str) -> None:
+        try:
+            self.client.restore_login(self.user_id, device_id, token)
+        except Exception as exc:  # nio cannot unpickle the store's account
+            path = store_file(self.store_dir, self.user_id, device_id)
+            raise StoreProblem(
+                f"the encryption store {path} cannot be opened ({type(exc).__name__}; is crypto.key"
+                f" the one it was made with?): {RECOVERY}"
+            ) from None
+
+    def _key_service(self) -> CrossSigning:
+        password = self.settings.matrix.password
+        return CrossSigning(
+            self.settings.matrix.homeserver,
+            self.user_id,
+            self.client.device_id,
+            self.client.access_token,
+            password.get_secret_value() if password else None,
+            self.settings.matrix.request_timeout_s,
+        )
+
+    async def _publish_device_keys(self) -> None:
+        """Upload the device keys once; afterwards they must match the published ones."""
+        olm = self.client.olm
+        assert olm is not None
+        service = self._key_service()
+        try:
+            published = await service.published_keys()
+        except CrossSigningError as exc:
+            log.warning("could not read the published device keys: %s", exc)
+            published = {}
+        finally:
+            await service.aclose()
+        device = published.get("device_keys", {}).get(self.user_id, {}).get(self.client.device_id)
+        if isinstance(device, dict):
+            ours = olm.account.identity_keys["ed25519"]
+            theirs = device.get("keys", {}).get(f"ed25519:{self.client.device_id}")
+            if theirs != ours:
+                raise StoreProblem(
+                    f"the encryption store does not hold the keys device {self.client.device_id}"
+                    f" published (the store was replaced or recreated): {RECOVERY}"
+                )
         if self.client.should_upload_keys:
             await self.client.keys_upload()
-        await self._until_reachable(self._set_display_name)
+
+    async def _cross_sign(self) -> None:
+        """Clients that refuse devices their owner has not verified trust a signed bot device."""
+        service = self._key_service()
+        try:
+            master = await service.ensure(self.identity_path)
+            log.info("device %s is cross-signed (master key %s)", self.client.device_id, master)
+        except CrossSigningError as exc:
+            # the bot still works; clients will just show its device as unverified
+            log.error("cross-signing: %s", exc)
+        finally:
+            await service.aclose()
 
     async def _until_reachable(self, step: Callable[[], Awaitable[None]]) -> None:
         """A homeserver that is down at start-up is waited for, with backoff."""
@@ -103,7 +194,7 @@ class MatrixTransport:
             try:
                 await step()
                 return
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except UNREACHABLE as exc:
                 failures += 1
                 delay = min(self.settings.matrix.max_backoff_s, 2.0**failures)
                 log.warning(
@@ -145,6 +236,18 @@ class MatrixTransport:
             ),
         )
 
+    async def _start_backup(self) -> None:
+        assert self.backup is not None
+        try:
+            identity = (
+                Identity.load(self.identity_path) if self.settings.matrix.cross_signing else None
+            )
+            await self.backup.start(identity.master if identity else None)
+            await self.backup.upload_new()
+        except (BackupError, CrossSigningError) as exc:
+            log.error("key backup off: %s", exc)
+            self.backup = None
+
     # Sync loop
     def stop(self) -> None:
         self._stopping.set()
@@ -168,7 +271,7 @@ class MatrixTransport:
                 continue
             failures = 0
             self.last_sync = time.monotonic()
-            await self._crypto_housekeeping()
+            await self._crypto_housekeeping(bool(response.to_device_events))
             await self._dispatch(response)
             since = response.next_batch
             await self.store.set_sync_token(since)
@@ -211,7 +314,7 @@ class MatrixTransport:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
 
-    async def _crypto_housekeeping(self) -> None:
+    async def _crypto_housekeeping(self, keys_may_have_arrived: bool) -> None:
         client = self.client
         if not client.olm:
             return
@@ -223,6 +326,8 @@ class MatrixTransport:
                 await client.keys_query()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
+            if self.backup is not None and keys_may_have_arrived:
+                await self.backup.upload_new()
         except Exception as exc:
             log.warning("key maintenance failed: %s", type(exc).__name__)
 
@@ -246,12 +351,18 @@ class MatrixTransport:
                 self.relay.introduce(room_id)
             for event in info.timeline.events:
                 await self._on_event(room_id, event)
-        await self._retry_undecrypted()
+        try:
+            await self.undecryptable.retry(self.relay, self._on_event)
+        except Exception:
+            log.exception("could not go through the encrypted events waiting for keys")
 
     async def _on_event(self, room_id: str, event: Any) -> None:
         assert self.relay is not None
         if isinstance(event, MegolmEvent):
-            await self._undecryptable(room_id, event)
+            try:
+                await self.undecryptable.keep(room_id, event, self.relay)
+            except Exception:
+                log.exception("could not keep undecryptable event %s", event.event_id)
             return
         source = getattr(event, "source", None)
         if not isinstance(source, dict):
@@ -263,6 +374,9 @@ class MatrixTransport:
             elif kind == "m.reaction":
                 await self.relay.on_reaction(room_id, source)
             elif kind == "m.room.redaction":
+                redaction = parse_redaction(room_id, source)
+                if redaction is not None:
+                    await self.undecryptable.forget_event(redaction.redacts)
                 await self.relay.on_redaction(room_id, source)
         except Exception:
             # one bad event must not stop the others, nor the sync loop
@@ -290,29 +404,6 @@ class MatrixTransport:
         log.info("joined %s on invite from %s", room_id, inviter)
         await self.relay.joined(room_id)
         self._just_joined.add(room_id)  # introduced once the room's state has synced
-
-    async def _undecryptable(self, room_id: str, event: MegolmEvent) -> None:
-        """Ask the sender's devices for the key quietly; answer once it arrives."""
-        self._pending[event.event_id] = (room_id, event, time.monotonic())
-        if event.session_id not in self._requested_sessions:
-            self._requested_sessions.add(event.session_id)
-            try:
-                await self.client.request_room_key(event)
-            except Exception as exc:
-                log.debug("room key request failed: %s", exc)
-
-    async def _retry_undecrypted(self) -> None:
-        now = time.monotonic()
-        for event_id, (room_id, event, seen) in list(self._pending.items()):
-            if now - seen > PENDING_DECRYPTION_S:
-                del self._pending[event_id]
-                continue
-            try:
-                decrypted = self.client.decrypt_event(event)
-            except Exception:
-                continue
-            del self._pending[event_id]
-            await self._on_event(room_id, decrypted)
 
     # The relay's port
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:

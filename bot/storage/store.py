@@ -62,6 +62,17 @@ class AnswerRow:
     attempts: int
 
 
+@dataclass(frozen=True)
+class UndecryptedRow:
+    event_id: str
+    room_id: str
+    sender: str
+    session_id: str
+    source: dict[str, Any]
+    received_at: int
+    noticed_at: int | None = None
+
+
 class Store:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
@@ -431,7 +442,7 @@ class Store:
         """Erase everything stored about a person; only the fact of erasure stays."""
         for row in await self._all("SELECT event_id FROM messages WHERE sender = ?", user_id):
             await self.erase_event(row["event_id"], now)
-        for table in ("votes", "labels", "corrections"):
+        for table in ("votes", "labels", "corrections", "undecrypted"):
             await self._write(f"DELETE FROM {table} WHERE sender = ?", user_id)
         await self._write("DELETE FROM consents WHERE user_id = ?", user_id)
         # a room's prompt history stays (it is the room's configuration), without its author
@@ -461,6 +472,62 @@ class Store:
             pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
             await self._write("DELETE FROM messages WHERE event_id = ?", current)
             await self._write("DELETE FROM corrections WHERE event_id = ?", current)
+            await self._write("DELETE FROM undecrypted WHERE event_id = ?", current)
+
+    # Encrypted events waiting for their room key
+    async def keep_undecrypted(self, row: UndecryptedRow) -> bool:
+        """True if the event was not kept already."""
+        changed = await self._write(
+            "INSERT INTO undecrypted (event_id, room_id, sender, session_id, source, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            row.event_id,
+            row.room_id,
+            row.sender,
+            row.session_id,
+            json.dumps(row.source),
+            row.received_at,
+        )
+        return changed == 1
+
+    async def undecrypted(self) -> list[UndecryptedRow]:
+        rows = await self._all("SELECT * FROM undecrypted ORDER BY received_at")
+        return [
+            UndecryptedRow(
+                event_id=r["event_id"],
+                room_id=r["room_id"],
+                sender=r["sender"],
+                session_id=r["session_id"],
+                source=json.loads(r["source"]),
+                received_at=r["received_at"],
+                noticed_at=r["noticed_at"],
+            )
+            for r in rows
+        ]
+
+    async def drop_undecrypted(self, event_id: str) -> None:
+        await self._write("DELETE FROM undecrypted WHERE event_id = ?", event_id)
+
+    async def mark_session_noticed(self, session_id: str, now: int) -> None:
+        await self._write(
+            "UPDATE undecrypted SET noticed_at = ? WHERE session_id = ? AND noticed_at IS NULL",
+            now,
+            session_id,
+        )
+
+    # Server-side key backup
+    async def backed_up_sessions(self, version: str) -> set[str]:
+        rows = await self._all(
+            "SELECT session_id FROM backed_up_sessions WHERE version = ?", version
+        )
+        return {row["session_id"] for row in rows}
+
+    async def mark_backed_up(self, version: str, session_ids: list[str]) -> None:
+        await self.conn.executemany(
+            "INSERT INTO backed_up_sessions (version, session_id) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
+            [(version, session_id) for session_id in session_ids],
+        )
+        await self.conn.commit()
 
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:

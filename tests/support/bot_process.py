@@ -96,12 +96,15 @@ class BotProcess:
             self.process.kill()
             return self.process.wait(timeout=10)
 
-    def export(self, format_name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    def command(self, name: str, *args: str) -> subprocess.CompletedProcess:
+        """Another `lucie-bot` command on the same configuration, run to its end."""
         return subprocess.run(
-            [sys.executable, "-m", "bot", "export", "--config", str(self.config_path),
-             "--format", format_name, "--out", str(out), *extra],
+            [sys.executable, "-m", "bot", name, "--config", str(self.config_path), *args],
             cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+
+    def export(self, format_name: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
+        return self.command("export", "--format", format_name, "--out", str(out), *extra)
 
     def crash(self) -> None:
         assert self.process is not None

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     MegolmEvent,
     RoomCreateResponse,
     RoomSendResponse,
     SyncResponse,
+    ToDeviceMessage,
+    ToDeviceResponse,
 )
 
 from tests.support.synapse import RegisteredUser
@@ -43,6 +47,7 @@ class MatrixUser:
         self.user_id = user.user_id
         self.events: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.undecrypted = 0
+        self.to_device: list[Any] = []  # every to-device event received (key requests...)
         self.typing: dict[str, set[str]] = defaultdict(set)  # every user ever seen typing
 
     async def sync(self, timeout_ms: int = 300) -> None:
@@ -50,6 +55,7 @@ class MatrixUser:
         response = await client.sync(timeout=timeout_ms, full_state=client.next_batch is None)
         if not isinstance(response, SyncResponse):
             return
+        self.to_device.extend(response.to_device_events)
         for room_id, info in response.rooms.join.items():
             for ephemeral in info.ephemeral:
                 self.typing[room_id].update(getattr(ephemeral, "users", []))
@@ -137,6 +143,16 @@ class MatrixUser:
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
         return await self.send_raw(room_id, "m.reaction", content)
 
+    async def react_encrypted(self, room_id: str, event_id: str, key: str) -> str:
+        """A reaction encrypted like any event, as some clients send them (nio never does)."""
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
+        event_type, encrypted = self.client.encrypt(room_id, "m.reaction", content)
+        token = self.client.access_token
+        method, path, data = Api.room_send(token, room_id, event_type, encrypted, uuid.uuid4().hex)
+        response = await self.client._send(RoomSendResponse, method, path, data, (room_id,))
+        assert isinstance(response, RoomSendResponse), response
+        return response.event_id
+
     async def redact(self, room_id: str, event_id: str) -> None:
         await self.client.room_redact(room_id, event_id)
 
@@ -149,6 +165,48 @@ class MatrixUser:
     async def join(self, room_id: str) -> None:
         await self.client.join(room_id)
         await self.sync(0)
+
+    async def new_session_without(
+        self, room_id: str, user_id: str, device_id: str
+    ) -> tuple[str, str]:
+        """A new Megolm session not shared with one device, as a client excluding it would do.
+
+        Returns the session id and its key at index 0, to hand over later (a key arriving late).
+        """
+        olm = self.client.olm
+        assert olm is not None
+        self.client.invalidate_outbound_session(room_id)
+        olm.create_outbound_group_session(room_id)
+        session = olm.outbound_group_sessions[room_id]
+        session.users_ignored.add((user_id, device_id))
+        await self.client.share_group_session(room_id, ignore_unverified_devices=True)
+        return session.id, session.session_key
+
+    def share_with_all_again(self, room_id: str) -> None:
+        """From the next message on, a new session that every device gets."""
+        self.client.invalidate_outbound_session(room_id)
+
+    async def send_room_key(
+        self, room_id: str, session_id: str, session_key: str, user_id: str, device_id: str
+    ) -> None:
+        """Deliver a room key to one device over Olm: the sender's key, arriving late."""
+        olm = self.client.olm
+        assert olm is not None
+        device = olm.device_store[user_id][device_id]
+        if olm.session_store.get(device.curve25519) is None:
+            await self.client.keys_claim({user_id: [device_id]})
+        session = olm.session_store.get(device.curve25519)
+        assert session is not None, "no Olm session with the device"
+        content = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "room_id": room_id,
+            "session_id": session_id,
+            "session_key": session_key,
+        }
+        payload = olm._olm_encrypt(session, device, "m.room_key", content)
+        message = ToDeviceMessage("m.room.encrypted", user_id, device_id, payload)
+        response = await self.client.to_device(message)
+        assert isinstance(response, ToDeviceResponse), response
 
     async def close(self) -> None:
         await self.client.close()

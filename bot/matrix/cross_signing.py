@@ -1,0 +1,256 @@
+"""Cross-signing, which matrix-nio lacks: the bot's own identity vouches for its device.
+
+Clients that exclude devices their owner has not verified (MSC4153; Tchap already warns) trust the
+bot once its device is signed by its self-signing key, itself signed by its master key. The three
+private keys live in one 0600 file; every later start, and every new device, reuses them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from canonicaljson import encode_canonical_json
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bot.matrix.credentials import write_secret
+
+log = logging.getLogger(__name__)
+ROLES = ("master", "self_signing", "user_signing")
+
+
+class CrossSigningError(Exception):
+    """Cross-signing could not be set up; the message is one line for the operator."""
+
+
+def unpadded_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def b64decode(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def public_key(private: Ed25519PrivateKey) -> str:
+    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return unpadded_b64(raw)
+
+
+def signable(obj: dict[str, Any]) -> bytes:
+    """What a Matrix signature covers: canonical JSON without signatures and unsigned."""
+    return encode_canonical_json(
+        {k: v for k, v in obj.items() if k not in ("signatures", "unsigned")}
+    )
+
+
+def sign(obj: dict[str, Any], signer: str, private: Ed25519PrivateKey) -> dict[str, Any]:
+    """A copy of obj carrying one more signature, by signer's key."""
+    signature = unpadded_b64(private.sign(signable(obj)))
+    signed = dict(obj)
+    by_signer = dict(signed.get("signatures", {}).get(signer, {}))
+    by_signer[f"ed25519:{public_key(private)}"] = signature
+    signed["signatures"] = {**signed.get("signatures", {}), signer: by_signer}
+    return signed
+
+
+def verify(obj: dict[str, Any], signer: str, key: str) -> bool:
+    """Whether obj carries a valid signature by signer's Ed25519 public key (unpadded base64)."""
+    signature = obj.get("signatures", {}).get(signer, {}).get(f"ed25519:{key}")
+    if not isinstance(signature, str):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(b64decode(key)).verify(
+            b64decode(signature), signable(obj)
+        )
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def key_of(cross_signing_key: dict[str, Any] | None) -> str | None:
+    """The public key inside a published cross-signing key object."""
+    if not cross_signing_key:
+        return None
+    keys = list(cross_signing_key.get("keys", {}).values())
+    return keys[0] if len(keys) == 1 and isinstance(keys[0], str) else None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The bot's three cross-signing private keys."""
+
+    master: Ed25519PrivateKey
+    self_signing: Ed25519PrivateKey
+    user_signing: Ed25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> Identity:
+        return cls(*(Ed25519PrivateKey.generate() for _ in ROLES))
+
+    @classmethod
+    def load(cls, path: Path) -> Identity | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise CrossSigningError(
+                f"{path} is unreadable ({exc}); restore it from backup"
+            ) from None
+        try:
+            return cls(*(Ed25519PrivateKey.from_private_bytes(b64decode(data[r])) for r in ROLES))
+        except (KeyError, TypeError, ValueError):
+            raise CrossSigningError(f"{path} is damaged; restore it from backup") from None
+
+    def save(self, path: Path) -> None:
+        seeds = {role: unpadded_b64(self._private(role).private_bytes_raw()) for role in ROLES}
+        write_secret(path, json.dumps(seeds, indent=2))
+
+    def _private(self, role: str) -> Ed25519PrivateKey:
+        return getattr(self, role)  # type: ignore[no-any-return]
+
+    def published(self, user_id: str) -> dict[str, dict[str, Any]]:
+        """The three public key objects, the sub-keys signed by the master key."""
+        objects = {}
+        for role in ROLES:
+            key = public_key(self._private(role))
+            obj: dict[str, Any] = {
+                "user_id": user_id,
+                "usage": [role],
+                "keys": {f"ed25519:{key}": key},
+            }
+            if role != "master":
+                obj = sign(obj, user_id, self.master)
+            objects[f"{role}_key"] = obj
+        return objects
+
+
+class CrossSigning:
+    """Talks to the homeserver's key endpoints for one user and device."""
+
+    def __init__(
+        self,
+        homeserver: str,
+        user_id: str,
+        device_id: str,
+        access_token: str,
+        password: str | None,
+        timeout_s: float = 30,
+    ) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.password = password
+        self.http = httpx.AsyncClient(
+            base_url=f"{homeserver.rstrip('/')}/_matrix/client/v3",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=timeout_s,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def published_keys(self) -> dict[str, Any]:
+        response = await self.http.post("/keys/query", json={"device_keys": {self.user_id: []}})
+        self._raise_for(response, "reading the bot's published keys")
+        return response.json()  # type: ignore[no-any-return]
+
+    async def ensure(self, path: Path) -> str:
+        """Make sure this device is signed by the bot's identity; return the master public key.
+
+        An identity already published that is not the one in `path` is never replaced here:
+        only `lucie-bot new-identity` does that, on purpose.
+        """
+        identity = Identity.load(path)
+        published = await self.published_keys()
+        server_master = key_of(published.get("master_keys", {}).get(self.user_id))
+        if identity is None:
+            if server_master is not None:
+                raise CrossSigningError(
+                    f"{self.user_id} already has cross-signing keys on the homeserver but {path}"
+                    " is missing: restore it from backup, or run `lucie-bot new-identity`"
+                )
+            identity = Identity.generate()
+            identity.save(path)  # before the upload, so a crash cannot lose published keys
+            await self.upload(identity)
+        elif server_master is None:
+            await self.upload(identity)
+        elif server_master != public_key(identity.master):
+            raise CrossSigningError(
+                f"the cross-signing identity of {self.user_id} on the homeserver is not the one in"
+                f" {path} (another client replaced it): `lucie-bot new-identity` takes it back"
+            )
+        await self.sign_device(identity, published)
+        return public_key(identity.master)
+
+    async def replace(self, path: Path) -> str:
+        """A new identity, replacing whatever is published (needs the password)."""
+        identity = Identity.generate()
+        identity.save(path)
+        await self.upload(identity)
+        await self.sign_device(identity, await self.published_keys())
+        return public_key(identity.master)
+
+    async def upload(self, identity: Identity) -> None:
+        body: dict[str, Any] = identity.published(self.user_id)
+        response = await self.http.post("/keys/device_signing/upload", json=body)
+        if response.status_code == 401 and "flows" in _json(response):
+            # first uploads may skip interactive auth (MSC3967); replacing keys never does
+            body["auth"] = self._auth(_json(response).get("session"))
+            response = await self.http.post("/keys/device_signing/upload", json=body)
+        self._raise_for(response, "uploading cross-signing keys")
+        log.info("published cross-signing keys, master %s", public_key(identity.master))
+
+    def _auth(self, session: Any) -> dict[str, Any]:
+        if self.password is None:
+            raise CrossSigningError(
+                "the homeserver asks for the bot's password to publish cross-signing keys:"
+                " set matrix.password"
+            )
+        auth = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": self.user_id},
+            "password": self.password,
+        }
+        return {**auth, "session": session} if isinstance(session, str) else auth
+
+    async def sign_device(self, identity: Identity, published: dict[str, Any]) -> None:
+        device = published.get("device_keys", {}).get(self.user_id, {}).get(self.device_id)
+        if not isinstance(device, dict):
+            raise CrossSigningError(
+                f"device {self.device_id} has published no keys yet, so it cannot be signed"
+            )
+        if verify(device, self.user_id, public_key(identity.self_signing)):
+            return
+        signed = sign(device, self.user_id, identity.self_signing)
+        response = await self.http.post(
+            "/keys/signatures/upload", json={self.user_id: {self.device_id: signed}}
+        )
+        self._raise_for(response, "uploading the device signature")
+        failures = _json(response).get("failures") or {}
+        if failures:
+            raise CrossSigningError(f"the homeserver refused the device signature: {failures}")
+        log.info("device %s signed by the bot's self-signing key", self.device_id)
+
+    @staticmethod
+    def _raise_for(response: httpx.Response, doing: str) -> None:
+        if response.is_success:
+            return
+        body = _json(response)
+        reason = body.get("errcode") or response.status_code
+        message = body.get("error", "")
+        raise CrossSigningError(f"{doing} failed: {reason} {message}".strip())
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

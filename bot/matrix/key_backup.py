@@ -1,0 +1,239 @@
+"""Server-side backup of the bot's room keys (m.megolm_backup.v1.curve25519-aes-sha2).
+
+Every Megolm session the bot receives is encrypted to the backup's Curve25519 key and uploaded,
+so a device made after a lost store (`lucie-bot new-device`) can read what was sent before.
+The private key lives in a 0600 file next to the cross-signing keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nio import AsyncClient
+from nio.crypto import InboundGroupSession
+
+from bot.matrix.credentials import write_secret
+from bot.matrix.cross_signing import b64decode, sign, signable, unpadded_b64
+from bot.storage.store import Store
+
+log = logging.getLogger(__name__)
+ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
+MEGOLM = "m.megolm.v1.aes-sha2"
+UPLOAD_BATCH = 200
+
+
+class BackupError(Exception):
+    """The backup cannot be used; one line for the operator."""
+
+
+def _raw_public(private: X25519PrivateKey) -> bytes:
+    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def _keys(shared: bytes) -> tuple[bytes, bytes, bytes]:
+    material = HKDF(algorithm=hashes.SHA256(), length=80, salt=bytes(32), info=b"").derive(shared)
+    return material[:32], material[32:64], material[64:]
+
+
+def encrypt_session(public_key: bytes, session_data: dict[str, Any]) -> dict[str, str]:
+    ephemeral = X25519PrivateKey.generate()
+    aes_key, mac_key, iv = _keys(ephemeral.exchange(X25519PublicKey.from_public_bytes(public_key)))
+    padder = padding.PKCS7(128).padder()
+    plain = padder.update(json.dumps(session_data).encode()) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(plain) + encryptor.finalize()
+    # libolm MACs an empty buffer instead of the ciphertext, and every client expects that
+    mac = hmac.new(mac_key, b"", hashlib.sha256).digest()[:8]
+    return {
+        "ephemeral": unpadded_b64(_raw_public(ephemeral)),
+        "ciphertext": unpadded_b64(ciphertext),
+        "mac": unpadded_b64(mac),
+    }
+
+
+def decrypt_session(private: X25519PrivateKey, data: dict[str, Any]) -> dict[str, Any]:
+    ephemeral = X25519PublicKey.from_public_bytes(b64decode(data["ephemeral"]))
+    aes_key, mac_key, iv = _keys(private.exchange(ephemeral))
+    ciphertext = b64decode(data["ciphertext"])
+    mac = b64decode(data["mac"])
+    expected = {
+        hmac.new(mac_key, message, hashlib.sha256).digest()[:8] for message in (b"", ciphertext)
+    }
+    if mac not in expected:
+        raise ValueError("backup MAC mismatch")
+    decryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    result = json.loads(unpadder.update(padded) + unpadder.finalize())
+    if not isinstance(result, dict):
+        raise ValueError("backup session is not an object")
+    return result
+
+
+def load_or_create_key(path: Path) -> tuple[X25519PrivateKey, bool]:
+    """The backup's private key, and whether it was just made."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return X25519PrivateKey.from_private_bytes(b64decode(data["private_key"])), False
+    except FileNotFoundError:
+        key = X25519PrivateKey.generate()
+        raw = key.private_bytes_raw()
+        write_secret(path, json.dumps({"algorithm": ALGORITHM, "private_key": unpadded_b64(raw)}))
+        return key, True
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BackupError(f"{path} is damaged; restore it from backup") from None
+
+
+class KeyBackup:
+    def __init__(
+        self,
+        client: AsyncClient,
+        store: Store,
+        path: Path,
+        homeserver: str,
+        timeout_s: float,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.path = path
+        self.homeserver = homeserver
+        self.timeout_s = timeout_s
+        self.version: str | None = None
+        self._private: X25519PrivateKey | None = None
+        self._uploaded: set[str] = set()
+
+    def _http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=f"{self.homeserver}/_matrix/client/v3/room_keys",
+            headers={"Authorization": f"Bearer {self.client.access_token}"},
+            timeout=self.timeout_s,
+        )
+
+    async def start(self, master: Ed25519PrivateKey | None) -> int:
+        """Find or create the backup version; restore its keys if this store lacks them.
+
+        Returns how many room keys were restored.
+        """
+        self._private, made = load_or_create_key(self.path)
+        public = unpadded_b64(_raw_public(self._private))
+        async with self._http() as http:
+            response = await http.get("/version")
+            current = response.json() if response.is_success else None
+            existing = current and current.get("auth_data", {}).get("public_key") == public
+            if existing:
+                self.version = str(current["version"])
+            else:
+                if current and not made:
+                    log.warning("the server's key backup is not the bot's own: starting a new one")
+                self.version = await self._create_version(http, public, master)
+        self._uploaded = await self.store.backed_up_sessions(self.version)
+        if existing and not self._sessions():  # a new device: read what the old one could
+            return await self.restore()
+        return 0
+
+    async def _create_version(
+        self, http: httpx.AsyncClient, public: str, master: Ed25519PrivateKey | None
+    ) -> str:
+        auth_data: dict[str, Any] = {"public_key": public}
+        olm = self.client.olm
+        if olm is not None:  # the device vouches for its backup...
+            signature = olm.account.sign(signable(auth_data).decode())
+            device_key = f"ed25519:{self.client.device_id}"
+            auth_data["signatures"] = {self.client.user_id: {device_key: signature}}
+        if master is not None:  # ...and so does the bot's identity, which clients trust
+            auth_data = sign(auth_data, self.client.user_id, master)
+        response = await http.post(
+            "/version", json={"algorithm": ALGORITHM, "auth_data": auth_data}
+        )
+        if not response.is_success:
+            raise BackupError(f"creating the key backup failed: {response.status_code}")
+        version = str(response.json()["version"])
+        log.info("created key backup version %s", version)
+        return version
+
+    def _sessions(self) -> list[InboundGroupSession]:
+        olm = self.client.olm
+        return list(olm.inbound_group_store) if olm is not None else []
+
+    async def upload_new(self) -> int:
+        """Back up the sessions received since the last upload."""
+        if self.version is None or self._private is None:
+            return 0
+        pending = [s for s in self._sessions() if s.id not in self._uploaded]
+        public = _raw_public(self._private)
+        for start in range(0, len(pending), UPLOAD_BATCH):
+            batch = pending[start : start + UPLOAD_BATCH]
+            rooms: dict[str, Any] = {}
+            for session in batch:
+                entry = {
+                    "first_message_index": session.first_known_index,
+                    "forwarded_count": len(session.forwarding_chain),
+                    "is_verified": False,
+                    "session_data": encrypt_session(public, _session_data(session)),
+                }
+                rooms.setdefault(session.room_id, {"sessions": {}})["sessions"][session.id] = entry
+            async with self._http() as http:
+                response = await http.put(
+                    "/keys", params={"version": self.version}, json={"rooms": rooms}
+                )
+            if not response.is_success:
+                raise BackupError(f"uploading room keys failed: {response.status_code}")
+            ids = [session.id for session in batch]
+            await self.store.mark_backed_up(self.version, ids)
+            self._uploaded.update(ids)
+        if pending:
+            log.info("backed up %d room keys", len(pending))
+        return len(pending)
+
+    async def restore(self) -> int:
+        olm = self.client.olm
+        if olm is None or self.version is None or self._private is None:
+            return 0
+        async with self._http() as http:
+            response = await http.get("/keys", params={"version": self.version})
+        if not response.is_success:
+            raise BackupError(f"downloading room keys failed: {response.status_code}")
+        restored: list[str] = []
+        for room_id, room in response.json().get("rooms", {}).items():
+            for session_id, entry in room.get("sessions", {}).items():
+                try:
+                    data = decrypt_session(self._private, entry["session_data"])
+                    session = InboundGroupSession.import_session(
+                        data["session_key"],
+                        data["sender_claimed_keys"]["ed25519"],
+                        data["sender_key"],
+                        room_id,
+                        data.get("forwarding_curve25519_key_chain", []),
+                    )
+                except Exception as exc:  # one bad entry must not stop the others
+                    log.warning("skipped backed-up key %s: %s", session_id, type(exc).__name__)
+                    continue
+                if olm.inbound_group_store.add(session):
+                    olm.save_inbound_group_session(session)
+                restored.append(session.id)
+        await self.store.mark_backed_up(self.version, restored)
+        self._uploaded.update(restored)
+        log.info("restored %d room keys from the key backup", len(restored))
+        return len(restored)
+
+
+def _session_data(session: InboundGroupSession) -> dict[str, Any]:
+    return {
+        "algorithm": MEGOLM,
+        "forwarding_curve25519_key_chain": session.forwarding_chain,
+        "sender_claimed_keys": {"ed25519": session.ed25519},
+        "sender_key": session.sender_key,
+        "session_key": session.export_session(session.first_known_index),
+    }
