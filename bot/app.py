@@ -25,6 +25,7 @@ async def run_bot(settings: Settings) -> None:
     model = ChatModel(settings.llm)
     transport = MatrixTransport(settings, store)
     relay = Relay(settings, store, model, transport, prompts)
+    relay.metrics.awaiting_keys.set_function(lambda: transport.undecryptable.waiting)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, transport.stop)

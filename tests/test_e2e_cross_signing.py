@@ -147,3 +147,34 @@ async def test_cross_signed_device_kept_across_restart_and_store_loss(
     assert second != first and list(keys["device_keys"][bot.user_id]) == [second]
     assert assert_cross_signed(keys, bot.user_id, second) == master
     assert bot.log().count("published cross-signing keys") == 1  # never a new identity
+
+
+async def test_lost_identity_file_is_named_and_new_identity_replaces_it(
+    make_user, start_bot, synapse
+):
+    bot = start_bot()
+    alice = await make_user("alice", encryption=True)
+    room = await invite_bot(alice, bot, direct=True, encrypted=True)
+    device = device_of(bot)
+    old_master = only_key(published(synapse, alice, bot.user_id)["master_keys"][bot.user_id])
+
+    bot.stop()
+    (bot.data_dir / "cross-signing.json").unlink()
+    bot.start()  # still answers; says what is wrong and never makes an identity by itself
+    question = await alice.send(room, "Et sans tes clés d'identité ?")
+    assert await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question), 60)
+    assert "already has cross-signing keys on the homeserver" in bot.log()
+    assert "lucie-bot new-identity" in bot.log()
+    keys = published(synapse, alice, bot.user_id)
+    assert only_key(keys["master_keys"][bot.user_id]) == old_master
+
+    bot.stop()
+    replaced = bot.command("new-identity")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "published a new cross-signing identity" in replaced.stdout
+    new_master = assert_cross_signed(published(synapse, alice, bot.user_id), bot.user_id, device)
+    assert new_master != old_master
+    bot.start()
+    again = await alice.send(room, "Et avec la nouvelle identité ?")
+    assert await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, again), 60)
+    assert f"is cross-signed (master key {new_master})" in bot.log()

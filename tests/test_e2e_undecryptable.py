@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 from nio import RoomKeyRequest
 
 from tests.support.matrix_user import answer_to, eventually, final_answer, notices, originals
@@ -58,6 +59,9 @@ async def test_history_late_keys_restart_and_missing_key(make_user, start_bot, l
     waiting = await eventually(lambda: bot.query("SELECT * FROM undecrypted"), within=20)
     assert [row["event_id"] for row in waiting] == [across]
     assert "Clé livrée" not in waiting[0]["source"]  # stored as received, encrypted
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"{bot.ops_url}/metrics")).text
+    assert "lucie_bot_messages_awaiting_keys 1.0" in metrics
     assert bot.stop() == 0
     await alice.send_room_key(room, session_id, session_key, bot.user_id, device)
     bot.start()

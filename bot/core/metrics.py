@@ -39,6 +39,11 @@ class Metrics:
             "lucie_bot_rate_limit_waits", "Homeserver answers asking to wait (429)", registry=r
         )
         self.votes = Counter("lucie_bot_votes", "Votes received", ["vote"], registry=r)
+        self.awaiting_keys = Gauge(
+            "lucie_bot_messages_awaiting_keys",
+            "Encrypted messages kept until their room key arrives",
+            registry=r,
+        )
 
 
 class CountingPort:

@@ -126,7 +126,7 @@ class KeyBackup:
 
         Returns how many room keys were restored.
         """
-        self._private, made = load_or_create_key(self.path)
+        self._private, _ = load_or_create_key(self.path)
         public = unpadded_b64(_raw_public(self._private))
         async with self._http() as http:
             response = await http.get("/version")
@@ -135,8 +135,12 @@ class KeyBackup:
             if existing:
                 self.version = str(current["version"])
             else:
-                if current and not made:
-                    log.warning("the server's key backup is not the bot's own: starting a new one")
+                if current:  # made elsewhere, or its key file was lost: unreadable here
+                    log.warning(
+                        "key backup version %s does not match %s: starting a new version",
+                        current.get("version"),
+                        self.path,
+                    )
                 self.version = await self._create_version(http, public, master)
         self._uploaded = await self.store.backed_up_sessions(self.version)
         if existing and not self._sessions():  # a new device: read what the old one could

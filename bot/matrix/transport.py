@@ -33,9 +33,8 @@ from bot.core.events import TextMessage, parse_message, parse_redaction
 from bot.core.governance import creators_are_privileged
 from bot.core.ports import RateLimited, RoomAuthority, SendFailed
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
-from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
-from bot.matrix.key_backup import BackupError, KeyBackup
+from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
 from bot.storage.store import Store
 
@@ -60,7 +59,6 @@ class MatrixTransport:
         self.user_id = settings.matrix.user_id
         data_dir = settings.data_dir
         self.credentials_path = data_dir / "credentials.json"
-        self.identity_path = data_dir / "cross-signing.json"
         self.store_dir = store_dir = data_dir / "crypto"
         store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         config = AsyncClientConfig(
@@ -78,15 +76,7 @@ class MatrixTransport:
         )
         self.relay: Relay | None = None
         keep_for_ms = settings.bot.catch_up_minutes * 60_000
-        self.backup: KeyBackup | None = None
-        if settings.matrix.encryption and settings.matrix.key_backup:
-            self.backup = KeyBackup(
-                self.client,
-                store,
-                data_dir / "key-backup.json",
-                settings.matrix.homeserver,
-                settings.matrix.request_timeout_s,
-            )
+        self.trust = DeviceTrust(settings, self.client, store)
         self.undecryptable = Undecryptable(
             self.client, store, settings.matrix.key_wait_s, keep_for_ms
         )
@@ -123,11 +113,10 @@ class MatrixTransport:
         else:
             await self._until_reachable(self._password_login)
         if self.client.olm:
-            await self._until_reachable(self._publish_device_keys)
+            await self._until_reachable(self.trust.check_device_keys)
             if matrix.cross_signing:
-                await self._until_reachable(self._cross_sign)
-            if self.backup is not None:
-                await self._until_reachable(self._start_backup)
+                await self._until_reachable(self.trust.cross_sign)
+            await self._until_reachable(self.trust.start_backup)
         await self._until_reachable(self._set_display_name)
 
     def _restore(self, device_id: str, token: str) -> None:
@@ -139,53 +128,6 @@ class MatrixTransport:
                 f"the encryption store {path} cannot be opened ({type(exc).__name__}; is crypto.key"
                 f" the one it was made with?): {RECOVERY}"
             ) from None
-
-    def _key_service(self) -> CrossSigning:
-        password = self.settings.matrix.password
-        return CrossSigning(
-            self.settings.matrix.homeserver,
-            self.user_id,
-            self.client.device_id,
-            self.client.access_token,
-            password.get_secret_value() if password else None,
-            self.settings.matrix.request_timeout_s,
-        )
-
-    async def _publish_device_keys(self) -> None:
-        """Upload the device keys once; afterwards they must match the published ones."""
-        olm = self.client.olm
-        assert olm is not None
-        service = self._key_service()
-        try:
-            published = await service.published_keys()
-        except CrossSigningError as exc:
-            log.warning("could not read the published device keys: %s", exc)
-            published = {}
-        finally:
-            await service.aclose()
-        device = published.get("device_keys", {}).get(self.user_id, {}).get(self.client.device_id)
-        if isinstance(device, dict):
-            ours = olm.account.identity_keys["ed25519"]
-            theirs = device.get("keys", {}).get(f"ed25519:{self.client.device_id}")
-            if theirs != ours:
-                raise StoreProblem(
-                    f"the encryption store does not hold the keys device {self.client.device_id}"
-                    f" published (the store was replaced or recreated): {RECOVERY}"
-                )
-        if self.client.should_upload_keys:
-            await self.client.keys_upload()
-
-    async def _cross_sign(self) -> None:
-        """Clients that refuse devices their owner has not verified trust a signed bot device."""
-        service = self._key_service()
-        try:
-            master = await service.ensure(self.identity_path)
-            log.info("device %s is cross-signed (master key %s)", self.client.device_id, master)
-        except CrossSigningError as exc:
-            # the bot still works; clients will just show its device as unverified
-            log.error("cross-signing: %s", exc)
-        finally:
-            await service.aclose()
 
     async def _until_reachable(self, step: Callable[[], Awaitable[None]]) -> None:
         """A homeserver that is down at start-up is waited for, with backoff."""
@@ -235,18 +177,6 @@ class MatrixTransport:
                 access_token=self.client.access_token,
             ),
         )
-
-    async def _start_backup(self) -> None:
-        assert self.backup is not None
-        try:
-            identity = (
-                Identity.load(self.identity_path) if self.settings.matrix.cross_signing else None
-            )
-            await self.backup.start(identity.master if identity else None)
-            await self.backup.upload_new()
-        except (BackupError, CrossSigningError) as exc:
-            log.error("key backup off: %s", exc)
-            self.backup = None
 
     # Sync loop
     def stop(self) -> None:
@@ -326,8 +256,8 @@ class MatrixTransport:
                 await client.keys_query()
             if client.should_claim_keys:
                 await client.keys_claim(client.get_users_for_key_claiming())
-            if self.backup is not None and keys_may_have_arrived:
-                await self.backup.upload_new()
+            if keys_may_have_arrived:
+                await self.trust.back_up_new_keys()
         except Exception as exc:
             log.warning("key maintenance failed: %s", type(exc).__name__)
 
