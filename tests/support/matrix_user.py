@@ -26,6 +26,8 @@ from tests.support.synapse import RegisteredUser
 
 T = TypeVar("T")
 LIVE = "org.matrix.msc4357.live"
+# without a limit Synapse sends the last 10 events of a busy room and drops the rest from sync
+SYNC_FILTER = {"room": {"timeline": {"limit": 500}}}
 
 
 class MatrixUser:
@@ -52,7 +54,9 @@ class MatrixUser:
 
     async def sync(self, timeout_ms: int = 300) -> None:
         client = self.client
-        response = await client.sync(timeout=timeout_ms, full_state=client.next_batch is None)
+        response = await client.sync(
+            timeout=timeout_ms, full_state=client.next_batch is None, sync_filter=SYNC_FILTER
+        )
         if not isinstance(response, SyncResponse):
             return
         self.to_device.extend(response.to_device_events)
