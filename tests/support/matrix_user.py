@@ -217,6 +217,11 @@ class MatrixUser:
 
 
 # Reading what the bot said
+def _relation(event: dict[str, Any]) -> dict[str, Any]:
+    relation = event.get("content", {}).get("m.relates_to")
+    return relation if isinstance(relation, dict) else {}
+
+
 def originals(events: list[dict[str, Any]], sender: str) -> list[dict[str, Any]]:
     """The bot's messages, not counting edits."""
     return [
@@ -224,17 +229,22 @@ def originals(events: list[dict[str, Any]], sender: str) -> list[dict[str, Any]]
         for e in events
         if e.get("type") == "m.room.message"
         and e.get("sender") == sender
-        and e["content"].get("m.relates_to", {}).get("rel_type") != "m.replace"
+        and _relation(e).get("rel_type") != "m.replace"
     ]
 
 
 def edits_of(events: list[dict[str, Any]], event_id: str) -> list[dict[str, Any]]:
+    """Edits a client applies: by the original's sender only (others' are ignored)."""
+    original = next((e for e in events if e.get("event_id") == event_id), None)
+    author = original.get("sender") if original else None
     return [
         e
         for e in events
         if e.get("type") == "m.room.message"
-        and e["content"].get("m.relates_to", {}).get("rel_type") == "m.replace"
-        and e["content"]["m.relates_to"].get("event_id") == event_id
+        and (author is None or e.get("sender") == author)
+        and _relation(e).get("rel_type") == "m.replace"
+        and _relation(e).get("event_id") == event_id
+        and isinstance(e["content"].get("m.new_content"), dict)
     ]
 
 
@@ -249,8 +259,8 @@ def current_content(events: list[dict[str, Any]], event_id: str) -> dict[str, An
 
 def answer_to(events: list[dict[str, Any]], bot_id: str, question_id: str) -> dict | None:
     for event in originals(events, bot_id):
-        relation = event["content"].get("m.relates_to", {})
-        replying = relation.get("m.in_reply_to", {}).get("event_id") == question_id
+        reply = _relation(event).get("m.in_reply_to")
+        replying = isinstance(reply, dict) and reply.get("event_id") == question_id
         if replying and event["content"].get("msgtype") == "m.text":
             return event
     return None
