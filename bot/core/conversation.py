@@ -23,7 +23,7 @@ from bot.core.scheduler import FairScheduler
 from bot.core.streaming import ReplyStream, retrying
 from bot.core.triggers import Situation, mentions_bot, should_answer, strip_bot_name
 from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
-from bot.storage.store import AnswerRow, MessageRow, RoomRow, Store
+from bot.storage.store import AnswerRow, MessageRow, RoomRow, StorageUnavailable, Store
 from bot.texts import PromptTexts, say
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,13 @@ class Relay:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if isinstance(error, StorageUnavailable):  # said in one line; resumed at the next start
+            log.error("%s stopped: database unavailable (%s)", task.get_name(), error)
+        else:
+            log.error("%s failed", task.get_name(), exc_info=error)
 
     async def drain(self, grace_s: float) -> None:
         """Let answers under way finish, for grace_s at most, then stop the rest."""
@@ -463,10 +468,12 @@ class Relay:
 
     async def _recent_exchange(self, question: MessageRow, room: RoomRow) -> list[MessageRow]:
         bot = self.settings.bot
+        # up to the question, not up to now: a question answered late (after a restart)
+        # gets the exchange as it stood when it was asked
         recent = await self.store.recent_messages(
-            room.room_id, room.dm_reset_at, bot.dm_history_messages
+            room.room_id, room.dm_reset_at, question.ts, bot.dm_history_messages
         )
-        recent = [m for m in recent if m.ts <= question.ts and m.event_id != question.event_id]
+        recent = [m for m in recent if m.event_id != question.event_id]
         recent.append(question)
         idle_ms = bot.dm_idle_minutes * 60_000
         start = 0

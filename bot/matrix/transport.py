@@ -36,9 +36,10 @@ from bot.matrix.credentials import Credentials, load_credentials, pickle_key, sa
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
 from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
-from bot.storage.store import Store
+from bot.storage.store import StorageUnavailable, Store
 
 log = logging.getLogger(__name__)
+JOIN_ATTEMPTS = 8
 UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
 SYNC_FILTER = {
     "room": {
@@ -82,6 +83,7 @@ class MatrixTransport:
         )
         self._creators: dict[str, frozenset[str]] = {}
         self._just_joined: set[str] = set()
+        self._joins: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self.last_sync: float | None = None
 
@@ -199,12 +201,19 @@ class MatrixTransport:
                 failures += 1
                 await self._recover(response, failures)
                 continue
-            failures = 0
             self.last_sync = time.monotonic()
             await self._crypto_housekeeping(bool(response.to_device_events))
-            await self._dispatch(response)
+            try:
+                await self._dispatch(response)
+                await self.store.set_sync_token(response.next_batch)
+            except StorageUnavailable as exc:
+                # the position stays put: the same events come again once the database is back
+                failures += 1
+                log.error("database unavailable (%s); events kept on the homeserver", exc)
+                await self._pause(min(self.settings.matrix.max_backoff_s, 2.0**failures))
+                continue
+            failures = 0
             since = response.next_batch
-            await self.store.set_sync_token(since)
             if first:
                 await relay.resume(self.dm_rooms())
                 first = False
@@ -228,6 +237,10 @@ class MatrixTransport:
             return None
         return sync.result()
 
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
     async def _recover(self, error: SyncError | None, failures: int) -> None:
         delay = min(self.settings.matrix.max_backoff_s, 2 ** min(failures, 10)) / 2
         delay *= 1 + random.random()
@@ -241,8 +254,7 @@ class MatrixTransport:
                     log.error("could not log in again: %s", exc)
             if error.status_code == "M_LIMIT_EXCEEDED" and error.retry_after_ms:
                 delay = max(delay, error.retry_after_ms / 1000)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), delay)
+        await self._pause(delay)
 
     async def _crypto_housekeeping(self, keys_may_have_arrived: bool) -> None:
         client = self.client
@@ -283,6 +295,8 @@ class MatrixTransport:
                 await self._on_event(room_id, event)
         try:
             await self.undecryptable.retry(self.relay, self._on_event)
+        except StorageUnavailable:
+            raise
         except Exception:
             log.exception("could not go through the encrypted events waiting for keys")
 
@@ -291,6 +305,8 @@ class MatrixTransport:
         if isinstance(event, MegolmEvent):
             try:
                 await self.undecryptable.keep(room_id, event, self.relay)
+            except StorageUnavailable:
+                raise
             except Exception:
                 log.exception("could not keep undecryptable event %s", event.event_id)
             return
@@ -308,6 +324,8 @@ class MatrixTransport:
                 if redaction is not None:
                     await self.undecryptable.forget_event(redaction.redacts)
                 await self.relay.on_redaction(room_id, source)
+        except StorageUnavailable:
+            raise  # not the event's fault: the sync loop reads it again later
         except Exception:
             # one bad event must not stop the others, nor the sync loop
             log.exception("could not handle event %s in %s", source.get("event_id"), room_id)
@@ -327,13 +345,41 @@ class MatrixTransport:
             log.info("refused invite to %s from %s", room_id, inviter)
             await self.client.room_leave(room_id)
             return
+        wait = await self._join(room_id)
+        if wait is not None:
+            # the invite shows in sync only once: keep trying here, without holding the loop
+            task = asyncio.create_task(self._join_later(room_id, wait), name=f"join-{room_id}")
+            self._joins.add(task)
+            task.add_done_callback(self._joins.discard)
+            return
+        log.info("joined %s on invite from %s", room_id, inviter)
+
+    async def _join(self, room_id: str) -> float | None:
+        """None once joined; otherwise how long the homeserver asked to wait (0 if it did not)."""
+        assert self.relay is not None
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             log.warning("could not join %s: %s", room_id, response.message)
-            return
-        log.info("joined %s on invite from %s", room_id, inviter)
+            return (response.retry_after_ms or 0) / 1000
         await self.relay.joined(room_id)
         self._just_joined.add(room_id)  # introduced once the room's state has synced
+        return None
+
+    async def _join_later(self, room_id: str, wait: float) -> None:
+        for attempt in range(1, JOIN_ATTEMPTS):
+            await self._pause(max(wait, min(self.settings.matrix.max_backoff_s, 2.0**attempt)))
+            if self._stopping.is_set():
+                return
+            try:
+                retry = await self._join(room_id)
+            except Exception as exc:
+                log.warning("could not join %s: %s", room_id, type(exc).__name__)
+                continue
+            if retry is None:
+                log.info("joined %s after %d attempts", room_id, attempt + 1)
+                return
+            wait = retry
+        log.error("gave up joining %s after %d attempts", room_id, JOIN_ATTEMPTS)
 
     # The relay's port
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
@@ -413,5 +459,8 @@ class MatrixTransport:
         return user.display_name if user and user.display_name else None
 
     async def close(self) -> None:
+        for task in list(self._joins):
+            task.cancel()
+        await asyncio.gather(*self._joins, return_exceptions=True)
         # never log out: that would delete the device and its encryption keys
         await self.client.close()

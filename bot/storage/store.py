@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,10 @@ import aiosqlite
 from bot.storage.database import open_database
 
 OPEN_STATUSES = ("queued", "streaming")
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be used right now (locked, disk full, read-only)."""
 
 
 @dataclass(frozen=True)
@@ -84,19 +91,38 @@ class Store:
     async def close(self) -> None:
         await self.conn.close()
 
+    @contextlib.asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """A locked, full or read-only database becomes one clear error, its transaction undone."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await self.conn.rollback()
+            raise StorageUnavailable(str(exc)) from None
+
     async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, args) as cursor:
+        async with self._guarded(), self.conn.execute(sql, args) as cursor:
             return await cursor.fetchone()
 
     async def _all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, args) as cursor:
+        async with self._guarded(), self.conn.execute(sql, args) as cursor:
             return list(await cursor.fetchall())
 
     async def _write(self, sql: str, *args: Any) -> int:
-        async with self.conn.execute(sql, args) as cursor:
-            changed = cursor.rowcount
-        await self.conn.commit()
+        async with self._guarded():
+            async with self.conn.execute(sql, args) as cursor:
+                changed = cursor.rowcount
+            await self.conn.commit()
         return changed
+
+    async def _write_returning(self, sql: str, *args: Any) -> aiosqlite.Row:
+        async with self._guarded():
+            async with self.conn.execute(sql, args) as cursor:
+                row = await cursor.fetchone()
+            await self.conn.commit()
+        assert row is not None
+        return row
 
     async def writable(self) -> bool:
         """A real write (rolled into a no-op update): fails on a read-only or full disk."""
@@ -178,15 +204,16 @@ class Store:
         return _prompt(row) if row else None
 
     async def add_prompt(self, room_id: str, text: str | None, set_by: str, set_at: int) -> int:
-        async with self.conn.execute(
+        row = await self._write_returning(
             "INSERT INTO prompts (room_id, version, text, set_by, set_at) "
             "SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM prompts WHERE room_id = ? "
             "RETURNING version",
-            (room_id, text, set_by, set_at, room_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        await self.conn.commit()
-        assert row is not None
+            room_id,
+            text,
+            set_by,
+            set_at,
+            room_id,
+        )
         return int(row[0])
 
     async def prompt_history(self, room_id: str) -> list[PromptRow]:
@@ -216,13 +243,16 @@ class Store:
         row = await self._one("SELECT * FROM messages WHERE event_id = ?", event_id)
         return _message(row) if row else None
 
-    async def recent_messages(self, room_id: str, since_ts: int, limit: int) -> list[MessageRow]:
-        """The newest messages of a room after since_ts, oldest first."""
+    async def recent_messages(
+        self, room_id: str, since_ts: int, until_ts: int, limit: int
+    ) -> list[MessageRow]:
+        """The newest messages of a room between since_ts and until_ts, oldest first."""
         rows = await self._all(
-            "SELECT * FROM messages WHERE room_id = ? AND ts > ? AND thread_root IS NULL "
-            "ORDER BY ts DESC, rowid DESC LIMIT ?",
+            "SELECT * FROM messages WHERE room_id = ? AND ts > ? AND ts <= ? "
+            "AND thread_root IS NULL ORDER BY ts DESC, rowid DESC LIMIT ?",
             room_id,
             since_ts,
+            until_ts,
             limit,
         )
         return [_message(row) for row in reversed(rows)]
@@ -276,15 +306,13 @@ class Store:
 
     async def add_sibling(self, original: AnswerRow, now: int) -> AnswerRow:
         """A regenerated answer to the same question."""
-        async with self.conn.execute(
+        row = await self._write_returning(
             "INSERT INTO answers (room_id, question_event_id, sibling, question_ts, thread_root, "
             "created_at) SELECT room_id, question_event_id, MAX(sibling) + 1, question_ts, "
             "thread_root, ? FROM answers WHERE question_event_id = ? RETURNING *",
-            (now, original.question_event_id),
-        ) as cursor:
-            row = await cursor.fetchone()
-        await self.conn.commit()
-        assert row is not None
+            now,
+            original.question_event_id,
+        )
         return _answer(row)
 
     async def answer_by_event(self, answer_event_id: str) -> AnswerRow | None:
@@ -522,12 +550,13 @@ class Store:
         return {row["session_id"] for row in rows}
 
     async def mark_backed_up(self, version: str, session_ids: list[str]) -> None:
-        await self.conn.executemany(
-            "INSERT INTO backed_up_sessions (version, session_id) VALUES (?, ?) "
-            "ON CONFLICT DO NOTHING",
-            [(version, session_id) for session_id in session_ids],
-        )
-        await self.conn.commit()
+        async with self._guarded():
+            await self.conn.executemany(
+                "INSERT INTO backed_up_sessions (version, session_id) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(version, session_id) for session_id in session_ids],
+            )
+            await self.conn.commit()
 
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:

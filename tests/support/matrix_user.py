@@ -15,7 +15,9 @@ from nio import (
     AsyncClient,
     AsyncClientConfig,
     MegolmEvent,
+    MessageDirection,
     RoomCreateResponse,
+    RoomMessagesResponse,
     RoomSendResponse,
     SyncResponse,
     ToDeviceMessage,
@@ -211,6 +213,20 @@ class MatrixUser:
         message = ToDeviceMessage("m.room.encrypted", user_id, device_id, payload)
         response = await self.client.to_device(message)
         assert isinstance(response, ToDeviceResponse), response
+
+    async def history(self, room_id: str) -> list[dict[str, Any]]:
+        """The room's whole timeline as the server holds it, oldest first."""
+        events: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            response = await self.client.room_messages(
+                room_id, start=token, direction=MessageDirection.back, limit=500
+            )
+            assert isinstance(response, RoomMessagesResponse), response
+            events += [event.source for event in response.chunk]
+            if not response.chunk or not response.end:
+                return list(reversed(events))
+            token = response.end
 
     async def close(self) -> None:
         await self.client.close()
