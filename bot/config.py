@@ -129,6 +129,11 @@ class BotSettings(BaseModel):
     catch_up_minutes: float = Field(default=10.0, ge=0)
     dm_idle_minutes: float = Field(default=60.0, gt=0)
     dm_history_messages: int = Field(default=20, ge=1)
+    first_text_delay_s: float = Field(
+        default=0.25,
+        ge=0,
+        description="Wait after the first token, so that a short answer goes out whole, unedited",
+    )
     edit_interval_s: float = Field(default=1.5, ge=0)
     max_edits_per_answer: int = Field(default=20, ge=0)
     final_edit_timeout_s: float = Field(default=600.0, gt=0)

@@ -144,6 +144,26 @@ async def test_a_fast_answer_is_one_message_without_live_marker():
     assert len(port.sent) == 1 and "org.matrix.msc4357.live" not in port.sent[0]
 
 
+async def test_a_short_streamed_answer_within_the_first_delay_goes_out_whole():
+    port = FakePort()
+    reply, _ = stream(port, first_delay=0.3)
+    for word in ("Oui", "Oui,", "Oui, bien sûr."):
+        reply.update(word)
+        await asyncio.sleep(0.01)
+    assert await reply.finish("Oui, bien sûr.")
+    assert len(port.sent) == 1  # one event: no "(edited)", no live marker
+    assert (
+        port.sent[0]["body"] == "Oui, bien sûr." and "org.matrix.msc4357.live" not in port.sent[0]
+    )
+    slow_port = FakePort()
+    slow, _ = stream(slow_port, first_delay=0.05)
+    slow.update("Le début")
+    await asyncio.sleep(0.2)  # the model is still going: the first text shows meanwhile
+    assert len(slow_port.sent) == 1 and "org.matrix.msc4357.live" in slow_port.sent[0]
+    assert await slow.finish("Le début et la fin")
+    assert slow_port.sent[-1]["m.new_content"]["body"] == "Le début et la fin"
+
+
 class LossyPort(FakePort):
     """Stores a message, then loses the response once, as a dropped connection would;
     deduplicates by transaction id as Synapse does."""

@@ -116,7 +116,9 @@ async def test_demo_answers_with_the_real_model_stops_cleanly_and_reuses_its_fol
         user = MatrixUser(details["homeserver"], person, tmp_path / "client")
         try:
             await user.wait_for(room, lambda ev: notices(ev, bot_id), within=120)
-            question = await user.send(room, "What is the capital of France?")
+            question = await user.send(
+                room, "Write five sentences about the history of Paris, please."
+            )
             text = await user.wait_for(
                 room, lambda ev: final_answer(ev, bot_id, question), within=180
             )

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from tests.conftest import invite_bot
+from tests.support.fake_llm import Behaviour
 from tests.support.matrix_user import answer_to, final_answer, notices, originals
 
 
@@ -15,6 +16,7 @@ async def test_dm_gets_a_streamed_answer_with_html_and_mentions(make_user, start
     room = await invite_bot(alice, bot, direct=True)
     assert "aucune garantie" in notices(alice.events[room], bot.user_id)[0]
 
+    llm.default = Behaviour(first_delay=2, token_delay=0.1)  # typing, then streamed edits
     question = await alice.send(room, "Quelle est la capitale de la **France** ?")
     text = await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question))
     assert text == "Réponse à « Quelle est la capitale de la **France** ? »"
@@ -30,7 +32,13 @@ async def test_dm_gets_a_streamed_answer_with_html_and_mentions(make_user, start
     assert "Lucie" in sent["messages"][0]["content"]
     assert sent["messages"][-1] == {"role": "user", "content": question_text(alice, room, question)}
     assert sent["stream"] is True
-    assert bot.user_id in alice.typing[room]  # typing shown while generating
+    assert bot.user_id in alice.typing[room]  # typing shown while the model thinks
+    alice.typing[room].clear()
+    llm.default = Behaviour()
+    quick = await alice.send(room, "Et vite ?")
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, quick))
+    await alice.sync(500)
+    assert bot.user_id not in alice.typing[room]  # a quick answer needs no typing notice
     assert "capitale" not in bot.log()  # DEBUG logs, yet no message text without log_content
 
     record = (await bot.query("SELECT * FROM answers"))[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import stat
 
 import aiosqlite
@@ -11,7 +12,7 @@ import pytest
 
 from bot.storage import database
 from bot.storage.database import SchemaError, migrations, open_database, schema_version
-from bot.storage.store import MessageRow, Store, UndecryptedRow
+from bot.storage.store import MessageRow, StorageUnavailable, Store, UndecryptedRow
 
 
 async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):
@@ -167,4 +168,20 @@ async def test_undecrypted_events_kept_once_noticed_per_session_and_erased(tmp_p
     await store.erase_event("$e3", 60)  # redacted while waiting
     await store.forget("@a:x", 61)  # "forget me"
     assert await store.undecrypted() == []
+    await store.close()
+
+
+async def test_a_locked_database_is_unavailable_but_a_bad_statement_is_a_bug(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    await store.conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of after 5 s
+    async with aiosqlite.connect(path) as other:
+        await other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StorageUnavailable, match="locked"):
+            await store.set_sync_token("s1")
+        await other.rollback()
+    await store.set_sync_token("s2")  # the failed transaction was undone, the next one works
+    assert await store.sync_token() == "s2"
+    with pytest.raises(sqlite3.OperationalError):
+        await store._one("SELECT nothing FROM nowhere")
     await store.close()

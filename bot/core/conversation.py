@@ -29,6 +29,7 @@ from bot.texts import PromptTexts, say
 log = logging.getLogger(__name__)
 MAX_CHAIN = 50
 TYPING_REFRESH_S = 20
+TYPING_DELAY_S = 0.8
 NOTICE_TIMEOUT_S = 120
 CONSENT_KEY = "\u2705"  # ✅
 REGENERATE_KEY = "\U0001f501"  # 🔁
@@ -287,7 +288,8 @@ class Relay:
         self._spawn(self._answer(row, is_dm), name=f"answer-{row.id}")
 
     async def _answer(self, row: AnswerRow, is_dm: bool) -> None:
-        typing = asyncio.create_task(self._keep_typing(row.room_id))
+        typed = asyncio.Event()
+        typing = asyncio.create_task(self._keep_typing(row.room_id, typed))
         try:
             question = await self.store.message(row.question_event_id)
             if question is None:
@@ -312,10 +314,14 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await typing
             self._active.discard(row.id)
-            with contextlib.suppress(Exception):
-                await self.port.typing(row.room_id, False)
+            if typed.is_set():
+                with contextlib.suppress(Exception):
+                    await self.port.typing(row.room_id, False)
 
-    async def _keep_typing(self, room_id: str) -> None:
+    async def _keep_typing(self, room_id: str, typed: asyncio.Event) -> None:
+        # a quick answer needs no typing notice: that saves the homeserver two requests
+        await asyncio.sleep(TYPING_DELAY_S)
+        typed.set()
         while True:
             with contextlib.suppress(Exception):
                 await self.port.typing(room_id, True)
@@ -372,6 +378,7 @@ class Relay:
             mention=question.sender,
             interval=bot.edit_interval_s,
             max_edits=bot.max_edits_per_answer,
+            first_delay=bot.first_text_delay_s,
             final_timeout=bot.final_edit_timeout_s,
             on_first_event=first_event,
             existing_event_id=row.answer_event_id,

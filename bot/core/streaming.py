@@ -38,6 +38,7 @@ class ReplyStream:
         final_timeout: float,
         on_first_event: Callable[[str], Awaitable[None]],
         existing_event_id: str | None = None,
+        first_delay: float = 0.0,
     ) -> None:
         self.port = port
         self.room_id = room_id
@@ -60,12 +61,16 @@ class ReplyStream:
         self._last_send = 0.0
         self._not_before = 0.0
         self._publisher: asyncio.Task[None] | None = None
+        # a short answer that is complete by then goes out whole: one event, no "(edited)"
+        self._first_due = 0.0
+        self.first_delay = first_delay
         self._first_txn = uuid.uuid4().hex
 
     def update(self, text: str) -> None:
         self._latest = text
         self._changed.set()
         if self._publisher is None:
+            self._first_due = time.monotonic() + self.first_delay
             self._publisher = asyncio.create_task(self._publish())
 
     async def _publish(self) -> None:
@@ -77,7 +82,7 @@ class ReplyStream:
                     return
                 wait = max(self._not_before, self._last_send + self.interval) - time.monotonic()
             else:
-                wait = self._not_before - time.monotonic()
+                wait = max(self._not_before, self._first_due) - time.monotonic()
             if wait > 0:
                 # finish() interrupts the wait; a send already under way is let through
                 with contextlib.suppress(TimeoutError):

@@ -82,9 +82,13 @@ class ChatModel:
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         # Read timeouts are enforced per chunk below, where first and later chunks differ.
+        # one kept-alive connection per model slot (plus token counting): httpx keeps 20 by
+        # default, so with more slots each answer beyond them opened a new connection
+        kept = settings.max_concurrent_requests + 4
         self.http = http or httpx.AsyncClient(
             headers=headers,
             timeout=httpx.Timeout(None, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=kept),
         )
         self._tokenize_available: bool | None = None if settings.tokenize == "auto" else False
         self._token_cache: OrderedDict[str, int] = OrderedDict()

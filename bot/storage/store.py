@@ -15,6 +15,9 @@ import aiosqlite
 from bot.storage.database import open_database
 
 OPEN_STATUSES = ("queued", "streaming")
+# SQLite's primary result codes for conditions that pass: busy, locked, out of memory,
+# read-only, I/O error, disk full, cannot open, lock protocol
+UNAVAILABLE_CODES = {5, 6, 7, 8, 10, 13, 14, 15}
 
 
 class StorageUnavailable(Exception):
@@ -97,6 +100,8 @@ class Store:
         try:
             yield
         except sqlite3.OperationalError as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in UNAVAILABLE_CODES:
+                raise  # a bug in a statement, not a passing condition
             with contextlib.suppress(sqlite3.Error):
                 await self.conn.rollback()
             raise StorageUnavailable(str(exc)) from None
