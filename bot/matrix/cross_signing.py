@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bot.matrix.credentials import write_secret
+from bot.matrix.cs_api import json_body, password_auth
 
 log = logging.getLogger(__name__)
 ROLES = ("master", "self_signing", "user_signing")
@@ -200,9 +201,9 @@ class CrossSigning:
     async def upload(self, identity: Identity) -> None:
         body: dict[str, Any] = identity.published(self.user_id)
         response = await self.http.post("/keys/device_signing/upload", json=body)
-        if response.status_code == 401 and "flows" in _json(response):
+        if response.status_code == 401 and "flows" in json_body(response):
             # first uploads may skip interactive auth (MSC3967); replacing keys never does
-            body["auth"] = self._auth(_json(response).get("session"))
+            body["auth"] = self._auth(json_body(response).get("session"))
             response = await self.http.post("/keys/device_signing/upload", json=body)
         self._raise_for(response, "uploading cross-signing keys")
         log.info("published cross-signing keys, master %s", public_key(identity.master))
@@ -213,12 +214,7 @@ class CrossSigning:
                 "the homeserver asks for the bot's password to publish cross-signing keys:"
                 " set matrix.password"
             )
-        auth = {
-            "type": "m.login.password",
-            "identifier": {"type": "m.id.user", "user": self.user_id},
-            "password": self.password,
-        }
-        return {**auth, "session": session} if isinstance(session, str) else auth
+        return password_auth(self.user_id, self.password, session)
 
     async def sign_device(self, identity: Identity, published: dict[str, Any]) -> None:
         device = published.get("device_keys", {}).get(self.user_id, {}).get(self.device_id)
@@ -233,7 +229,7 @@ class CrossSigning:
             "/keys/signatures/upload", json={self.user_id: {self.device_id: signed}}
         )
         self._raise_for(response, "uploading the device signature")
-        failures = _json(response).get("failures") or {}
+        failures = json_body(response).get("failures") or {}
         if failures:
             raise CrossSigningError(f"the homeserver refused the device signature: {failures}")
         log.info("device %s signed by the bot's self-signing key", self.device_id)
@@ -242,15 +238,7 @@ class CrossSigning:
     def _raise_for(response: httpx.Response, doing: str) -> None:
         if response.is_success:
             return
-        body = _json(response)
+        body = json_body(response)
         reason = body.get("errcode") or response.status_code
         message = body.get("error", "")
         raise CrossSigningError(f"{doing} failed: {reason} {message}".strip())
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

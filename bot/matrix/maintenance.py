@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -12,6 +11,7 @@ import httpx
 from bot.config import Settings
 from bot.matrix.credentials import Credentials, load_credentials
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError
+from bot.matrix.cs_api import json_body, password_auth
 from bot.matrix.device_store import retire_async
 
 
@@ -52,19 +52,18 @@ async def _delete_device(settings: Settings, saved: Credentials) -> str:
     async with httpx.AsyncClient(timeout=settings.matrix.request_timeout_s) as http:
         try:
             response = await http.request("DELETE", url, headers=headers, json={})
-            if response.status_code == 401 and "flows" in _body(response):
-                auth = {
-                    "type": "m.login.password",
-                    "identifier": {"type": "m.id.user", "user": settings.matrix.user_id},
-                    "password": password.get_secret_value(),
-                    "session": _body(response).get("session"),
-                }
+            if response.status_code == 401 and "flows" in json_body(response):
+                auth = password_auth(
+                    settings.matrix.user_id,
+                    password.get_secret_value(),
+                    json_body(response).get("session"),
+                )
                 response = await http.request("DELETE", url, headers=headers, json={"auth": auth})
         except httpx.HTTPError as exc:
             return f"device {saved.device_id} left on the account (homeserver unreachable: {exc})"
     if response.is_success:
         return f"removed device {saved.device_id} from the account"
-    reason = _body(response).get("errcode") or response.status_code
+    reason = json_body(response).get("errcode") or response.status_code
     return f"device {saved.device_id} left on the account ({reason})"
 
 
@@ -99,11 +98,3 @@ async def new_identity(settings: Settings) -> list[str]:
     lines.append(f"published a new cross-signing identity (master key {master})")
     lines.append(f"device {saved.device_id} is signed by it")
     return lines
-
-
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
