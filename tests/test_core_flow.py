@@ -196,3 +196,31 @@ async def test_a_lost_response_never_duplicates_the_reply_and_the_final_text_sti
     assert port.txn_ids[0] == port.txn_ids[1]  # the retry reused the transaction id
     assert port.sent[-1]["m.new_content"]["body"] == "début et fin"
     assert "org.matrix.msc4357.live" not in port.sent[-1]["m.new_content"]
+
+
+async def test_a_first_message_taken_just_before_a_crash_is_not_sent_twice_after_restart():
+    port = LossyPort()
+    port.lost = True  # no lost response here: the crash is what loses the event id
+    before, _ = stream(port, first_txn_id="lucie-answer-q1")
+    before.update("début")
+    await asyncio.sleep(0.05)  # the homeserver took the first message...
+    before._publisher.cancel()  # ...and the process died before recording its id
+    # the restart's new stream, for an answer that may have been sent already
+    after, first = stream(port, first_txn_id="lucie-answer-q1", first_may_exist=True)
+    after.update("début, repris")
+    assert await after.finish("début, repris et fini")
+    replies = [c for c in port.sent if "m.new_content" not in c]
+    assert len(replies) == 1 and first.seen == "$e1"  # the same reply, edited
+    assert port.sent[-1]["m.new_content"]["body"] == "début, repris et fini"
+
+
+def test_answer_transaction_ids_are_stable_and_distinct():
+    from bot.core.conversation import answer_txn_id
+    from bot.storage.store import AnswerRow
+
+    def row(question: str, sibling: int) -> AnswerRow:
+        return AnswerRow(1, "!r", question, sibling, 0, None, None, "queued", None, 0, 0)
+
+    assert answer_txn_id(row("$q", 0)) == answer_txn_id(row("$q", 0))
+    assert len({answer_txn_id(row("$q", 0)), answer_txn_id(row("$q", 1)),
+                answer_txn_id(row("$p", 0))}) == 3  # fmt: skip

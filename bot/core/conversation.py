@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -382,6 +383,8 @@ class Relay:
             final_timeout=bot.final_edit_timeout_s,
             on_first_event=first_event,
             existing_event_id=row.answer_event_id,
+            first_txn_id=answer_txn_id(row),
+            first_may_exist=row.attempts > 0,
         )
         for restart in range(len(self.model.backends)):
             result, text, error = StreamResult(), "", None
@@ -504,3 +507,9 @@ class Relay:
         if fetched is None:
             return None
         return await self._save(fetched)
+
+
+def answer_txn_id(row: AnswerRow) -> str:
+    """The first message of an answer keeps this transaction id through every restart."""
+    digest = hashlib.sha256(f"{row.question_event_id}\n{row.sibling}".encode()).hexdigest()
+    return f"lucie-answer-{digest[:32]}"

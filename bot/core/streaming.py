@@ -39,6 +39,8 @@ class ReplyStream:
         on_first_event: Callable[[str], Awaitable[None]],
         existing_event_id: str | None = None,
         first_delay: float = 0.0,
+        first_txn_id: str | None = None,
+        first_may_exist: bool = False,
     ) -> None:
         self.port = port
         self.room_id = room_id
@@ -64,7 +66,12 @@ class ReplyStream:
         # a short answer that is complete by then goes out whole: one event, no "(edited)"
         self._first_due = 0.0
         self.first_delay = first_delay
-        self._first_txn = uuid.uuid4().hex
+        # stable across restarts when given: a first message the homeserver took just before a
+        # crash, but whose id was never recorded, comes back as the same event, not a second one
+        self._first_txn = first_txn_id or uuid.uuid4().hex
+        # then the homeserver hands back that earlier event, with its earlier text, so the text
+        # shown is unknown until an edit has set it
+        self.first_may_exist = first_may_exist
 
     def update(self, text: str) -> None:
         self._latest = text
@@ -126,6 +133,10 @@ class ReplyStream:
             self.event_id = event_id
             self.first_visible_at = time.time()
             await self.on_first_event(event_id)
+            if self.first_may_exist:
+                self._sent = None
+                self._last_send = time.monotonic()
+                return event_id
         else:
             content = edit_content(self.event_id, text, mention=self.mention, live=live)
             await self.port.send(self.room_id, content, txn_id)
