@@ -7,6 +7,7 @@ The private key lives in a 0600 file next to the cross-signing keys.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -179,13 +180,16 @@ class KeyBackup:
         public = _raw_public(self._private)
         for start in range(0, len(pending), UPLOAD_BATCH):
             batch = pending[start : start + UPLOAD_BATCH]
+            plain = [_session_data(session) for session in batch]
+            # the key agreement and encryption of a whole batch run off the event loop
+            sealed = await asyncio.to_thread(_seal_all, public, plain)
             rooms: dict[str, Any] = {}
-            for session in batch:
+            for session, session_data in zip(batch, sealed, strict=True):
                 entry = {
                     "first_message_index": session.first_known_index,
                     "forwarded_count": len(session.forwarding_chain),
                     "is_verified": False,
-                    "session_data": encrypt_session(public, _session_data(session)),
+                    "session_data": session_data,
                 }
                 rooms.setdefault(session.room_id, {"sessions": {}})["sessions"][session.id] = entry
             async with self._http() as http:
@@ -209,28 +213,52 @@ class KeyBackup:
             response = await http.get("/keys", params={"version": self.version})
         if not response.is_success:
             raise BackupError(f"downloading room keys failed: {response.status_code}")
+        entries = [
+            (room_id, session_id, entry)
+            for room_id, room in response.json().get("rooms", {}).items()
+            for session_id, entry in room.get("sessions", {}).items()
+        ]
+        opened = await asyncio.to_thread(_open_all, self._private, entries)
         restored: list[str] = []
-        for room_id, room in response.json().get("rooms", {}).items():
-            for session_id, entry in room.get("sessions", {}).items():
-                try:
-                    data = decrypt_session(self._private, entry["session_data"])
-                    session = InboundGroupSession.import_session(
-                        data["session_key"],
-                        data["sender_claimed_keys"]["ed25519"],
-                        data["sender_key"],
-                        room_id,
-                        data.get("forwarding_curve25519_key_chain", []),
-                    )
-                except Exception as exc:  # one bad entry must not stop the others
-                    log.warning("skipped backed-up key %s: %s", session_id, type(exc).__name__)
-                    continue
-                if olm.inbound_group_store.add(session):
-                    olm.save_inbound_group_session(session)
-                restored.append(session.id)
+        for room_id, session_id, data in opened:
+            if isinstance(data, Exception):
+                log.warning("skipped backed-up key %s: %s", session_id, type(data).__name__)
+                continue
+            try:
+                session = InboundGroupSession.import_session(
+                    data["session_key"],
+                    data["sender_claimed_keys"]["ed25519"],
+                    data["sender_key"],
+                    room_id,
+                    data.get("forwarding_curve25519_key_chain", []),
+                )
+            except Exception as exc:  # one bad entry must not stop the others
+                log.warning("skipped backed-up key %s: %s", session_id, type(exc).__name__)
+                continue
+            if olm.inbound_group_store.add(session):
+                olm.save_inbound_group_session(session)
+            restored.append(session.id)
         await self.store.mark_backed_up(self.version, restored)
         self._uploaded.update(restored)
         log.info("restored %d room keys from the key backup", len(restored))
         return len(restored)
+
+
+def _seal_all(public_key: bytes, sessions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    return [encrypt_session(public_key, session_data) for session_data in sessions]
+
+
+def _open_all(
+    private: X25519PrivateKey, entries: list[tuple[str, str, Any]]
+) -> list[tuple[str, str, dict[str, Any] | Exception]]:
+    """Decrypt every backed-up session; a bad one becomes its exception, not a stop."""
+    opened: list[tuple[str, str, dict[str, Any] | Exception]] = []
+    for room_id, session_id, entry in entries:
+        try:
+            opened.append((room_id, session_id, decrypt_session(private, entry["session_data"])))
+        except Exception as exc:
+            opened.append((room_id, session_id, exc))
+    return opened
 
 
 def _session_data(session: InboundGroupSession) -> dict[str, Any]:
