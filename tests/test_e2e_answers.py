@@ -204,5 +204,5 @@ async def test_hostile_and_odd_events_never_stop_the_bot(make_user, start_bot, l
     assert bot.process.poll() is None
     assert "Traceback" not in bot.log()
     # the unknown reply target did not break the answer to the "x" message
-    rows = await bot.query("SELECT status FROM answers")
+    rows = await bot.settled("SELECT status FROM answers")
     assert {r["status"] for r in rows} == {"complete"}

@@ -106,7 +106,7 @@ async def test_model_server_killed_mid_answer_then_restarted(make_user, start_bo
         later = await alice.send(room, "Le modèle est revenu ?")
         text = await alice.wait_for(room, lambda ev, q=later: final_answer(ev, bot.user_id, q), 60)
         assert text.endswith("Le modèle est revenu ? »")
-    rows = await bot.query("SELECT status FROM answers ORDER BY id")
+    rows = await bot.settled("SELECT status FROM answers ORDER BY id")
     statuses = Counter(r["status"] for r in rows)
     assert statuses == {"cut": 3, "error": 1, "complete": 3}, statuses
     assert bot.process.poll() is None and "Traceback" not in bot.log()
@@ -155,7 +155,7 @@ async def test_default_rate_limits_streaming_in_ten_rooms_at_once(make_user, sta
         )
         assert text == LONG
     assert "rate limited in" in bot.log()  # the limit was hit and honoured
-    rows = await bot.query("SELECT status, text FROM answers")
+    rows = await bot.settled("SELECT status, text FROM answers")
     assert len(rows) == 10 and all(r == {"status": "complete", "text": LONG} for r in rows)
 
 

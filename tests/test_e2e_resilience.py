@@ -30,7 +30,7 @@ async def test_model_server_down_then_back(make_user, start_bot, llm):
     )
     assert text[0].startswith("⚠️")
     assert answer_to(alice.events[room], bot.user_id, down) is None
-    rows = await bot.query("SELECT status, error FROM answers")
+    rows = await bot.settled("SELECT status, error FROM answers")
     assert rows[0]["status"] == "error" and rows[0]["error"].startswith("unreachable")
 
     llm.start()
@@ -123,7 +123,7 @@ async def test_answer_cut_by_a_crash_is_completed_in_the_same_reply(make_user, s
     events = alice.events[room]
     replies = [e for e in originals(events, bot.user_id) if e["content"]["msgtype"] == "m.text"]
     assert [e["event_id"] for e in replies] == [first["event_id"]]
-    rows = await bot.query("SELECT status, attempts, answer_event_id FROM answers")
+    rows = await bot.settled("SELECT status, attempts, answer_event_id FROM answers")
     assert rows == [{"status": "complete", "attempts": 2, "answer_event_id": first["event_id"]}]
 
 
@@ -162,11 +162,11 @@ async def test_a_slow_answer_in_one_room_does_not_delay_another(make_user, start
     await alice.wait_for(fast_room, lambda ev: final_answer(ev, bot.user_id, fast))
     assert final_answer(alice.events[slow_room], bot.user_id, slow) is None
     await alice.wait_for(slow_room, lambda ev: final_answer(ev, bot.user_id, slow), within=40)
-    rows = {
-        r["question_event_id"]: r
-        for r in await bot.query(
-            "SELECT question_event_id, first_token_at, finished_at FROM answers"
-        )
-    }
+
+    async def recorded():  # the records follow the final edits by a moment
+        rows = await bot.query("SELECT question_event_id, first_token_at, finished_at FROM answers")
+        return rows if len(rows) == 2 and all(r["finished_at"] for r in rows) else None
+
+    rows = {r["question_event_id"]: r for r in await eventually(recorded)}
     # the fast room's answer was complete before the slow room's model even started answering
     assert rows[fast]["finished_at"] < rows[slow]["first_token_at"]

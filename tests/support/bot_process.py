@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,17 @@ class BotProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    async def settled(self, sql: str, *args: Any, within: float = 20) -> list[dict[str, Any]]:
+        """A query on the answers once none is still being written: a client sees the final
+        text a moment before the bot records it, as it must (the edit first, then the record)."""
+        deadline = time.monotonic() + within
+        unsettled = "SELECT COUNT(*) AS n FROM answers WHERE status IN ('queued', 'streaming')"
+        while time.monotonic() < deadline:
+            if not (await self.query(unsettled))[0]["n"]:
+                break
+            await asyncio.sleep(0.1)
+        return await self.query(sql, *args)
 
     async def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         async with aiosqlite.connect(self.data_dir / "lucie-bot.sqlite3") as conn:
