@@ -30,19 +30,12 @@ from urllib.parse import quote
 
 import httpx
 
-from bench.load import cpu_times, percentile
+from bench.load import cpu_times, memory_mib, percentile
 from tests.support.bot_process import BotProcess
 from tests.support.fake_llm import Behaviour, FakeLLM
 from tests.support.synapse import Synapse
 
 LONG = " ".join(f"mot{k}" for k in range(60))
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 @dataclass
@@ -197,7 +190,7 @@ async def run(args: argparse.Namespace) -> None:
                 rooms += list(zip(owners, made, strict=True))
             await until_joined(bot, len(rooms), args.timeout)
             await asyncio.sleep(2)  # a few syncs with every room in them
-            memory[target] = rss_mib(bot.process.pid)
+            memory[target] = memory_mib(bot.process.pid, "VmRSS")
         creation_s = time.monotonic() - created
 
         # throughput with an instant model
@@ -242,7 +235,7 @@ async def run(args: argparse.Namespace) -> None:
         question = await client.send(*rooms[0], "Tu es là ?")
         await answered(bot, [question], args.timeout)
         startup_s = time.monotonic() - started
-        startup_rss = rss_mib(bot.process.pid)
+        startup_rss = memory_mib(bot.process.pid, "VmRSS")
     finally:
         if client is not None:
             await client.http.aclose()

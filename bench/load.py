@@ -34,9 +34,10 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def peak_memory_mib(pid: int) -> float:
+def memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of one process from /proc: VmHWM (peak resident) or VmRSS (resident now)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -102,7 +103,7 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(0.5)
         user_after, system_after = cpu_times(bot.process.pid)
         user_used, system_used = user_after - user_before, system_after - system_before
-        peak = peak_memory_mib(bot.process.pid)
+        peak = memory_mib(bot.process.pid)
         rows = await bot.query(
             "SELECT status, question_ts, first_visible_at, finished_at FROM answers"
         )
