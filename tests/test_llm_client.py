@@ -46,6 +46,17 @@ async def test_streams_deltas_and_sends_sampling_and_key(llm):
     assert request["headers"]["Authorization"] == "Bearer sk-test"
 
 
+async def test_answers_one_after_another_reuse_one_connection(llm):
+    model = model_for(llm)
+    try:
+        for _ in range(5):
+            _, result = await collect(model)
+            assert result.finish_reason == "stop"
+    finally:
+        await model.aclose()
+    assert len({request["peer"] for request in llm.requests}) == 1
+
+
 async def test_token_counts_use_tokenize_then_fall_back_to_the_estimate(llm):
     model = model_for(llm)
     try:

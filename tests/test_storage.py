@@ -185,3 +185,19 @@ async def test_a_locked_database_is_unavailable_but_a_bad_statement_is_a_bug(tmp
     with pytest.raises(sqlite3.OperationalError):
         await store._one("SELECT nothing FROM nowhere")
     await store.close()
+
+
+async def test_each_write_is_committed_at_once_and_backups_recorded_in_bulk(tmp_path):
+    path = tmp_path / "bot.sqlite3"
+    store = await Store.open(path)
+    try:
+        await store.set_sync_token("s9")
+        await store.mark_backed_up("1", ["a", "b"])
+        await store.mark_backed_up("1", ["b", "c"] * 20_000)  # more than SQLite's variables
+        await store.mark_backed_up("2", [])
+        async with aiosqlite.connect(path) as other:  # sees only what was committed
+            assert await other.execute_fetchall("SELECT next_batch FROM sync_state") == [("s9",)]
+        assert await store.backed_up_sessions("1") == {"a", "b", "c"}
+        assert await store.backed_up_sessions("2") == set()
+    finally:
+        await store.close()

@@ -289,15 +289,15 @@ class Relay:
         self._spawn(self._answer(row, is_dm), name=f"answer-{row.id}")
 
     async def _answer(self, row: AnswerRow, is_dm: bool) -> None:
-        typed = asyncio.Event()
-        typing = asyncio.create_task(self._keep_typing(row.room_id, typed))
+        typed, text_coming = asyncio.Event(), asyncio.Event()
+        typing = asyncio.create_task(self._keep_typing(row.room_id, typed, text_coming))
         try:
             question = await self.store.message(row.question_event_id)
             if question is None:
                 await self.store.update_answer(row.id, status="error", error="question lost")
                 return
             async with self.scheduler.slot(row.room_id):
-                await self._generate(row, question, is_dm)
+                await self._generate(row, question, is_dm, text_coming)
         except Exception as exc:
             # the person still hears back, and the next question starts clean
             log.exception("answer %d in %s failed", row.id, row.room_id)
@@ -319,16 +319,24 @@ class Relay:
                 with contextlib.suppress(Exception):
                     await self.port.typing(row.room_id, False)
 
-    async def _keep_typing(self, room_id: str, typed: asyncio.Event) -> None:
-        # a quick answer needs no typing notice: that saves the homeserver two requests
-        await asyncio.sleep(TYPING_DELAY_S)
+    async def _keep_typing(
+        self, room_id: str, typed: asyncio.Event, text_coming: asyncio.Event
+    ) -> None:
+        # Typing says the model is thinking. A quick answer needs none, and once the model has
+        # spoken the text is on its way: a busy homeserver slow to take it would otherwise get
+        # two more requests per answer just when it can least afford them.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(text_coming.wait(), TYPING_DELAY_S)
+            return
         typed.set()
         while True:
             with contextlib.suppress(Exception):
                 await self.port.typing(room_id, True)
             await asyncio.sleep(TYPING_REFRESH_S)
 
-    async def _generate(self, row: AnswerRow, question: MessageRow, is_dm: bool) -> None:
+    async def _generate(
+        self, row: AnswerRow, question: MessageRow, is_dm: bool, text_coming: asyncio.Event
+    ) -> None:
         room = await self._room(row.room_id)
         lang = room.lang or self.settings.bot.default_lang
         prompt = await self.store.current_prompt(row.room_id)
@@ -392,6 +400,7 @@ class Relay:
                 async for delta in self.model.stream(messages, sampling, result):
                     text += delta
                     if text.strip():
+                        text_coming.set()
                         stream.update(text.strip())
             except LLMError as exc:
                 error = exc

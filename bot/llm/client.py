@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 from bot.config import LLMSettings
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # per-message header.
 CHARS_PER_TOKEN = 3.0
 TOKENS_PER_MESSAGE = 4
+DRAIN_TIMEOUT_S = 1.0
 
 
 class LLMError(Exception):
@@ -187,6 +189,7 @@ class ChatModel:
                     except TimeoutError:
                         raise LLMError("timeout", f"no data for {limit:.0f} s") from None
                     if event.data.strip() == "[DONE]":
+                        await _drain(events)
                         break
                     text = _delta(event.data, result)
                     if text:
@@ -297,3 +300,12 @@ def _delta(data: str, result: StreamResult) -> str:
     if not usage:
         result.tokens += 1
     return content
+
+
+async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
+    """Read the stream to its end after [DONE]: httpx reuses a connection only once its response
+    has been read whole, and a new connection per answer costs more than the answer's parsing."""
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, SSEError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in events:
+                pass

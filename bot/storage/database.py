@@ -39,7 +39,8 @@ def migrations() -> list[Migration]:
 async def open_database(path: Path) -> aiosqlite.Connection:
     """Open (creating with mode 0600 if needed), switch to WAL and apply pending migrations."""
     await asyncio.to_thread(_create_private, path)
-    conn = await aiosqlite.connect(path)
+    # autocommit: every statement is its own transaction unless a BEGIN says otherwise
+    conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
     try:
         await conn.execute("PRAGMA journal_mode=WAL")

@@ -106,26 +106,23 @@ class Store:
                 await self.conn.rollback()
             raise StorageUnavailable(str(exc)) from None
 
+    # Each helper is one trip to aiosqlite's thread: a trip costs the event loop a wake-up, and
+    # an answer makes about fifteen of them.
     async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
-        async with self._guarded(), self.conn.execute(sql, args) as cursor:
-            return await cursor.fetchone()
+        rows = await self._all(sql, *args)
+        return rows[0] if rows else None
 
     async def _all(self, sql: str, *args: Any) -> list[aiosqlite.Row]:
-        async with self._guarded(), self.conn.execute(sql, args) as cursor:
-            return list(await cursor.fetchall())
+        async with self._guarded():
+            return list(await self.conn.execute_fetchall(sql, args))
 
     async def _write(self, sql: str, *args: Any) -> int:
-        async with self._guarded():
-            async with self.conn.execute(sql, args) as cursor:
-                changed = cursor.rowcount
-            await self.conn.commit()
-        return changed
+        """One statement, committed on its own (the connection is in autocommit mode); returns
+        how many rows it changed."""
+        return len(await self._all(f"{sql} RETURNING 1", *args))
 
     async def _write_returning(self, sql: str, *args: Any) -> aiosqlite.Row:
-        async with self._guarded():
-            async with self.conn.execute(sql, args) as cursor:
-                row = await cursor.fetchone()
-            await self.conn.commit()
+        row = await self._one(sql, *args)
         assert row is not None
         return row
 
@@ -555,13 +552,13 @@ class Store:
         return {row["session_id"] for row in rows}
 
     async def mark_backed_up(self, version: str, session_ids: list[str]) -> None:
-        async with self._guarded():
-            await self.conn.executemany(
-                "INSERT INTO backed_up_sessions (version, session_id) VALUES (?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(version, session_id) for session_id in session_ids],
-            )
-            await self.conn.commit()
+        # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join
+        await self._write(
+            "INSERT INTO backed_up_sessions (version, session_id) "
+            "SELECT ?, value FROM json_each(?) WHERE true ON CONFLICT DO NOTHING",
+            version,
+            json.dumps(session_ids),
+        )
 
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:

@@ -117,8 +117,14 @@ class FakeLLM:
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(
-            {"body": body, "headers": dict(request.headers), "received_at": time.time()}
+            {
+                "body": body,
+                "headers": dict(request.headers),
+                "received_at": time.time(),
+                "peer": peer,  # one per TCP connection: shows whether clients keep them alive
+            }
         )
         behaviour = self._behaviour(body)
         if behaviour.status is not None:
