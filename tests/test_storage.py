@@ -21,6 +21,7 @@ async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):
     assert await schema_version(conn) == len(migrations())
     async with conn.execute("PRAGMA journal_mode") as cursor:
         assert (await cursor.fetchone())[0] == "wal"
+    assert (await conn.execute_fetchall("PRAGMA synchronous"))[0][0] == 1  # NORMAL
     await conn.close()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 

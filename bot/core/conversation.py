@@ -167,12 +167,10 @@ class Relay:
         if not should_answer(message, situation, mentioned):
             return
         await self._save(message)
-        queued = await self.store.queue_answer(
+        row = await self.store.queue_answer(
             room_id, message.event_id, message.ts, message.thread_root, now_ms()
         )
-        if queued:
-            row = await self.store.answer_for_question(message.event_id)
-            assert row is not None
+        if row is not None:
             self._schedule(row, is_dm)
         if self.settings.log_content:
             log.debug("question %s in %s: %r", message.event_id, room_id, message.body)

@@ -44,6 +44,10 @@ async def open_database(path: Path) -> aiosqlite.Connection:
     conn.row_factory = aiosqlite.Row
     try:
         await conn.execute("PRAGMA journal_mode=WAL")
+        # WAL's recommended durability: a commit survives the bot being killed at any moment;
+        # only a power cut can undo the last commits, and never corrupts. It spares an fsync per
+        # commit, which is a third of a write's CPU and half its time.
+        await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
         await migrate(conn)

@@ -285,19 +285,19 @@ class Store:
         question_ts: int,
         thread_root: str | None,
         now: int,
-    ) -> bool:
-        """Owe an answer to a question; False if it was already owed or given."""
-        changed = await self._write(
+    ) -> AnswerRow | None:
+        """Owe an answer to a question; None if it was already owed or given."""
+        row = await self._one(
             "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, "
             "created_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (question_event_id, sibling) DO NOTHING",
+            "ON CONFLICT (question_event_id, sibling) DO NOTHING RETURNING *",
             room_id,
             question_event_id,
             question_ts,
             thread_root,
             now,
         )
-        return changed == 1
+        return _answer(row) if row else None
 
     async def answer_for_question(self, question_event_id: str) -> AnswerRow | None:
         """The first answer to a question (its regenerations are siblings)."""
