@@ -2,9 +2,11 @@
 
 Run from the repository root: `.venv/bin/python -m bench.capacity` (options: --help).
 In one run it measures
-- the ceiling: events per second one plain client sends to Synapse, serially and concurrently;
+- the ceiling: events per second plain clients send to Synapse, serially and concurrently, into
+  one room, into rooms of their own, and into DMs whose other member syncs as the bot does;
 - throughput: answered questions per second with an instant stand-in model, for 1..N rooms at once,
-  and the ratio of the Synapse events those answers need to the concurrent ceiling;
+  and the ratio of the Synapse events those answers need to the DM ceiling (like for like) and to
+  the bare many-rooms ceiling;
 - latency: question to first visible text and to final text (p50/p95/p99) for a model that takes
   2 s and for one streaming 30 tokens/s, against concurrency, plotted to a PNG;
 - cost: the bot's CPU per answer, its resident memory with 10, 100, ... joined rooms, and the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -31,6 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from bench.load import cpu_times, memory_mib, percentile
+from bot.matrix.transport import SYNC_FILTER
 from tests.support.bot_process import BotProcess
 from tests.support.fake_llm import Behaviour, FakeLLM
 from tests.support.synapse import Synapse
@@ -68,6 +72,24 @@ class Client:
         response.raise_for_status()
         return str(response.json()["room_id"])
 
+    async def join(self, person: Person, room: str) -> None:
+        response = await self.http.post(
+            f"/rooms/{quote(room)}/join",
+            json={},
+            headers={"Authorization": f"Bearer {person.token}"},
+        )
+        response.raise_for_status()
+
+    async def sync_until(self, person: Person, stop: asyncio.Event) -> None:
+        """Sync in a loop, with the bot's filter and long-poll, until stop is set."""
+        params = {"timeout": "2000", "filter": json.dumps(SYNC_FILTER)}
+        while not stop.is_set():
+            response = await self.http.get(
+                "/sync", params=params, headers={"Authorization": f"Bearer {person.token}"}
+            )
+            response.raise_for_status()
+            params["since"] = response.json()["next_batch"]
+
     async def create_room(self, person: Person) -> str:
         response = await self.http.post(
             "/createRoom",
@@ -78,9 +100,23 @@ class Client:
         return str(response.json()["room_id"])
 
 
-async def many_rooms_ceiling(client: Client, people: list[Person], events: int) -> float:
-    """Events per second with 20 senders at once, each in a room of its own (as answers are)."""
-    rooms = [await client.create_room(people[i % len(people)]) for i in range(20)]
+async def many_rooms_ceiling(
+    client: Client,
+    people: list[Person],
+    events: int,
+    reader: Person | None = None,
+    syncing: bool = False,
+) -> float:
+    """Events per second with 20 senders at once, each in a room of its own (as answers are).
+
+    With a reader, each room is a DM with that reader; a syncing reader syncs throughout as the
+    bot does, which is the shape of room and the homeserver work every answer's events meet."""
+    if reader is None:
+        rooms = [await client.create_room(people[i % len(people)]) for i in range(20)]
+    else:
+        rooms = [await client.create_dm(people[i % len(people)], reader.user_id) for i in range(20)]
+        for room in rooms:
+            await client.join(reader, room)
     queue = list(range(events))
 
     async def worker(index: int) -> None:
@@ -88,9 +124,15 @@ async def many_rooms_ceiling(client: Client, people: list[Person], events: int) 
             queue.pop()
             await client.send(people[index % len(people)], rooms[index], "chacun chez soi")
 
+    stop = asyncio.Event()
+    sync = asyncio.create_task(client.sync_until(reader, stop)) if reader and syncing else None
     started = time.monotonic()
     await asyncio.gather(*(worker(i) for i in range(20)))
-    return events / (time.monotonic() - started)
+    rate = events / (time.monotonic() - started)
+    if sync is not None:
+        stop.set()
+        await sync
+    return rate
 
 
 async def ceiling(
@@ -103,11 +145,7 @@ async def ceiling(
         await client.send(people[0], room, f"série {n}")
     serial_rate = serial / (time.monotonic() - started)
     for person in people[1:]:
-        await client.http.post(
-            f"/rooms/{quote(room)}/join",
-            json={},
-            headers={"Authorization": f"Bearer {person.token}"},
-        )
+        await client.join(person, room)
     queue = list(range(concurrent))
 
     async def worker(person: Person) -> None:
@@ -160,6 +198,11 @@ async def run(args: argparse.Namespace) -> None:
             people.append(Person(account.user_id, account.access_token))
 
         many = await many_rooms_ceiling(client, people, args.ceiling_concurrent)
+        account = synapse.new_user("reader")
+        synapse.exempt_from_rate_limits(account.user_id)
+        reader = Person(account.user_id, account.access_token)
+        quiet = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader)
+        dm = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader, True)
         serial, concurrent = await ceiling(
             client, people, args.ceiling_serial, args.ceiling_concurrent
         )
@@ -259,17 +302,28 @@ async def run(args: argparse.Namespace) -> None:
     say("| Synapse ceiling | events/s |\n| --- | --- |")
     say(f"| one client, one event at a time ({args.ceiling_serial} events) | {serial:.1f} |")
     say(f"| 20 senders at once, one room ({args.ceiling_concurrent} events) | {concurrent:.1f} |")
-    say(f"| 20 senders at once, a room each ({args.ceiling_concurrent} events) | {many:.1f} |\n")
+    say(f"| 20 senders at once, a room each ({args.ceiling_concurrent} events) | {many:.1f} |")
+    say(
+        f"| 20 senders at once, a DM each with one reader not syncing "
+        f"({args.ceiling_concurrent} events) | {quiet:.1f} |"
+    )
+    say(
+        f"| 20 senders at once, a DM each with one reader syncing as the bot does "
+        f"({args.ceiling_concurrent} events) | {dm:.1f} |\n"
+    )
     say(
         "| rooms asking at once | answers | answers/s | Synapse events per answer | "
-        "share of the a-room-each ceiling | bot CPU per answer | Synapse busy |"
+        "share of the DM ceiling | share of the a-room-each ceiling | bot CPU per answer | "
+        "Synapse busy |"
     )
-    say("| --- | --- | --- | --- | --- | --- | --- |")
+    say("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for count, done, rate, events, cpu, busy in throughput:
-        share = rate * events / many  # answers go to many rooms, so that is their ceiling
+        # answers go to many DM rooms, each with a reader that syncs (the bot): that ceiling
+        # is like for like; the bare one, rooms with nobody else in them, is shown beside it
+        events_rate = rate * events
         say(
-            f"| {count} | {done} | {rate:.1f} | {events:.1f} | {share:.2f} | {1000 * cpu:.1f} ms "
-            f"| {100 * busy:.0f} % of a core |"
+            f"| {count} | {done} | {rate:.1f} | {events:.1f} | {events_rate / dm:.2f} | "
+            f"{events_rate / many:.2f} | {1000 * cpu:.1f} ms | {100 * busy:.0f} % of a core |"
         )
     say("")
     say(

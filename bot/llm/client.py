@@ -304,7 +304,7 @@ def _delta(data: str, result: StreamResult) -> str:
 
 async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
     """Read the stream to its end after [DONE]: httpx reuses a connection only once its response
-    has been read whole, and a new connection per answer costs more than the answer's parsing."""
+    has been read whole; without this every answer opened a new connection to the model."""
     with contextlib.suppress(TimeoutError, httpx.HTTPError, SSEError):
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             async for _ in events:

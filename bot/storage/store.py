@@ -107,7 +107,7 @@ class Store:
             raise StorageUnavailable(str(exc)) from None
 
     # Each helper is one trip to aiosqlite's thread: a trip costs the event loop a wake-up, and
-    # an answer makes about fifteen of them.
+    # an answer makes about a dozen of them.
     async def _one(self, sql: str, *args: Any) -> aiosqlite.Row | None:
         rows = await self._all(sql, *args)
         return rows[0] if rows else None
