@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import MatrixSettings, Settings
+from bot.core.answering import TYPING_DELAY_S
 from bot.core.clock import now_ms
-from bot.core.conversation import TYPING_DELAY_S, Relay
+from bot.core.conversation import Relay
 from bot.llm.client import ChatModel
 from bot.storage.store import Store
 from bot.texts import PromptTexts

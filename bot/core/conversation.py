@@ -1,37 +1,29 @@
-"""The relay: decides what to answer, builds the model's context, streams the answer back."""
+"""The relay: reads what happens in rooms and decides what to do with it: answer (through
+bot.core.answering), record a vote, run a command, greet a room."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import time
-import uuid
 from collections.abc import Coroutine
 from typing import Any
 
 from bot.config import Settings
+from bot.core.answering import Answerer
 from bot.core.clock import now_ms
 from bot.core.commands import Command, Commands, parse_command
-from bot.core.context import Turn, fit_to_budget, to_messages
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
 from bot.core.governance import bare_emoji, inviter_allowed, normalise_vote
+from bot.core.history import History
 from bot.core.metrics import CountingPort, Metrics
 from bot.core.ports import ChatPort
-from bot.core.render import message_content
-from bot.core.scheduler import FairScheduler
-from bot.core.streaming import ReplyStream, retrying
-from bot.core.triggers import Situation, mentions_bot, should_answer, strip_bot_name
-from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
-from bot.storage.store import AnswerRow, MessageRow, RoomRow, StorageUnavailable, Store
+from bot.core.streaming import send_notice
+from bot.core.triggers import Situation, mentions_bot, should_answer
+from bot.llm.client import ChatModel
+from bot.storage.store import AnswerRow, RoomRow, StorageUnavailable, Store
 from bot.texts import PromptTexts, say
 
 log = logging.getLogger(__name__)
-MAX_CHAIN = 50
-TYPING_REFRESH_S = 20
-TYPING_DELAY_S = 0.8
-NOTICE_TIMEOUT_S = 120
 CONSENT_KEY = "\u2705"  # ✅
 REGENERATE_KEY = "\U0001f501"  # 🔁
 
@@ -47,14 +39,16 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.model = model
         self.metrics = Metrics()
         self.port: ChatPort = CountingPort(port, self.metrics)  # type: ignore[assignment]
         self.prompts = prompts
         self.commands = Commands(settings, store, self.port, prompts, self.regenerate)
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
-        self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
-        self.metrics.queue.set_function(lambda: self.scheduler.queued)
+        self.history = History(settings.bot, store, self.port)
+        self.answerer = Answerer(
+            settings, store, model, self.port, prompts, self.metrics, self.history, self._room
+        )
+        self.metrics.queue.set_function(lambda: self.answerer.scheduler.queued)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: set[int] = set()
 
@@ -135,9 +129,7 @@ class Relay:
     async def _notice(
         self, room_id: str, text: str, reply_to: str | None = None, thread: str | None = None
     ) -> str | None:
-        content = message_content(text, "m.notice", reply_to=reply_to, thread_root=thread)
-        txn_id = uuid.uuid4().hex
-        return await retrying(lambda: self.port.send(room_id, content, txn_id), NOTICE_TIMEOUT_S)
+        return await send_notice(self.port, room_id, text, reply_to, thread)
 
     # Incoming events
     async def on_message(self, room_id: str, event: dict[str, Any], is_dm: bool) -> None:
@@ -166,7 +158,7 @@ class Relay:
         mentioned = mentions_bot(message, self.bot_id, display_name)
         if not should_answer(message, situation, mentioned):
             return
-        await self._save(message)
+        await self.history.save(message)
         row = await self.store.queue_answer(
             room_id, message.event_id, message.ts, message.thread_root, now_ms()
         )
@@ -208,21 +200,6 @@ class Relay:
 
     async def _bot_thread(self, room_id: str, root: str) -> bool:
         return await self.store.bot_answered_in_thread(room_id, root) or await self._from_bot(root)
-
-    async def _save(self, message: TextMessage) -> MessageRow:
-        row = MessageRow(
-            event_id=message.event_id,
-            room_id=message.room_id,
-            sender=message.sender,
-            sender_name=self.port.display_name(message.room_id, message.sender),
-            body=message.body,
-            ts=message.ts,
-            reply_to=message.reply_to,
-            thread_root=message.thread_root,
-            from_bot=message.sender == self.bot_id,
-        )
-        await self.store.save_message(row)
-        return row
 
     async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
         """👍/👎 votes, reason labels and 🔁 on answers; ✅ on the consent notice."""
@@ -287,236 +264,7 @@ class Relay:
         self._spawn(self._answer(row, is_dm), name=f"answer-{row.id}")
 
     async def _answer(self, row: AnswerRow, is_dm: bool) -> None:
-        typed, text_coming = asyncio.Event(), asyncio.Event()
-        typing = asyncio.create_task(self._keep_typing(row.room_id, typed, text_coming))
         try:
-            question = await self.store.message(row.question_event_id)
-            if question is None:
-                await self.store.update_answer(row.id, status="error", error="question lost")
-                return
-            async with self.scheduler.slot(row.room_id):
-                await self._generate(row, question, is_dm, text_coming)
-        except Exception as exc:
-            # the person still hears back, and the next question starts clean
-            log.exception("answer %d in %s failed", row.id, row.room_id)
-            await self.store.update_answer(
-                row.id,
-                status="error",
-                error=f"internal: {type(exc).__name__}",
-                finished_at=now_ms(),
-            )
-            room = await self._room(row.room_id)
-            lang = room.lang or self.settings.bot.default_lang
-            await self._notice(row.room_id, say(lang, "error.internal"), row.question_event_id)
+            await self.answerer.answer(row, is_dm)
         finally:
-            typing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await typing
             self._active.discard(row.id)
-            if typed.is_set():
-                with contextlib.suppress(Exception):
-                    await self.port.typing(row.room_id, False)
-
-    async def _keep_typing(
-        self, room_id: str, typed: asyncio.Event, text_coming: asyncio.Event
-    ) -> None:
-        # Typing says the model is thinking. A quick answer needs none, and once the model has
-        # spoken the text is on its way: a busy homeserver slow to take it would otherwise get
-        # two more requests per answer just when it can least afford them.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(text_coming.wait(), TYPING_DELAY_S)
-            return
-        typed.set()
-        while True:
-            with contextlib.suppress(Exception):
-                await self.port.typing(room_id, True)
-            await asyncio.sleep(TYPING_REFRESH_S)
-
-    async def _generate(
-        self, row: AnswerRow, question: MessageRow, is_dm: bool, text_coming: asyncio.Event
-    ) -> None:
-        room = await self._room(row.room_id)
-        lang = room.lang or self.settings.bot.default_lang
-        prompt = await self.store.current_prompt(row.room_id)
-        system = prompt.text if prompt and prompt.text else self.prompts.system(lang)
-        chain = await self._conversation(question, room, is_dm)
-        turns = [self._turn(message) for message in chain]
-        messages = to_messages(system, turns, name_speakers=not is_dm)
-        messages, _ = await fit_to_budget(
-            messages, self.settings.llm.context_tokens, self.model.count_tokens
-        )
-        llm = self.settings.llm
-        sampling = Sampling(llm.temperature, llm.top_p, llm.max_tokens)
-        started = now_ms()
-        await self.store.update_answer(
-            row.id,
-            status="streaming",
-            request_messages=messages,
-            prompt_version=prompt.version if prompt else 0,
-            model=self.model.model,
-            sampling=sampling.as_dict(),
-            context_event_ids=[message.event_id for message in chain],
-            started_at=started,
-            attempts=row.attempts + 1,
-        )
-
-        async def first_event(event_id: str) -> None:
-            await self.store.update_answer(row.id, answer_event_id=event_id)
-            await self.store.save_message(
-                MessageRow(
-                    event_id,
-                    row.room_id,
-                    self.bot_id,
-                    None,
-                    "",
-                    now_ms(),
-                    question.event_id,
-                    question.thread_root,
-                    True,
-                )
-            )
-
-        bot = self.settings.bot
-        stream = ReplyStream(
-            self.port,
-            row.room_id,
-            reply_to=question.event_id,
-            thread_root=question.thread_root,
-            mention=question.sender,
-            interval=bot.edit_interval_s,
-            max_edits=bot.max_edits_per_answer,
-            first_delay=bot.first_text_delay_s,
-            final_timeout=bot.final_edit_timeout_s,
-            on_first_event=first_event,
-            existing_event_id=row.answer_event_id,
-            first_txn_id=answer_txn_id(row),
-            first_may_exist=row.attempts > 0,
-        )
-        for restart in range(len(self.model.backends)):
-            result, text, error = StreamResult(), "", None
-            try:
-                async for delta in self.model.stream(messages, sampling, result):
-                    text += delta
-                    if text.strip():
-                        text_coming.set()
-                        stream.update(text.strip())
-            except LLMError as exc:
-                error = exc
-                log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
-            broke_midway = error is not None and error.kind in FAILOVER_KINDS and bool(text)
-            if not (broke_midway and self.model.can_fail_over()):
-                break
-            # another replica answers from the start; the same reply is edited as it goes
-            log.info("answer %d restarts on another model server (%d)", row.id, restart + 1)
-        answer = text.strip()
-        if error is None and answer and result.finish_reason != "length":
-            status, final = "complete", answer
-        else:
-            status = "cut" if answer else "error"
-            marker = say(lang, "answer.incomplete")
-            final = f"{answer}\n\n{marker}" if answer else (marker if stream.event_id else "")
-        landed = await stream.finish(final) if final else True
-        if error is not None or not answer:  # an answer cut by max_tokens needs no notice
-            key = f"error.{error.kind}" if error else "error.empty"
-            notice = say(lang, key, prefix=bot.command_prefix)
-            await self._notice(row.room_id, notice, question.event_id, question.thread_root)
-        self._measure(status if landed else "cut", error, result, row.question_ts)
-        await self.store.update_answer(
-            row.id,
-            status=status if landed else "cut",
-            text=final or None,
-            error=str(error) if error else None,
-            tokens=result.tokens,
-            edits=stream.edits,
-            first_token_at=int(result.first_token_at * 1000) if result.first_token_at else None,
-            first_visible_at=int(stream.first_visible_at * 1000)
-            if stream.first_visible_at
-            else None,
-            finished_at=now_ms(),
-        )
-        if stream.event_id:
-            await self.store.save_message(
-                MessageRow(
-                    stream.event_id,
-                    row.room_id,
-                    self.bot_id,
-                    None,
-                    final,
-                    now_ms(),
-                    question.event_id,
-                    question.thread_root,
-                    True,
-                )
-            )
-
-    def _measure(
-        self, status: str, error: LLMError | None, result: StreamResult, question_ts: int
-    ) -> None:
-        metrics = self.metrics
-        metrics.answers.labels(status).inc()
-        if error is not None:
-            metrics.errors.labels(error.kind).inc()
-        metrics.tokens.inc(result.tokens)
-        if result.first_token_at is not None:
-            metrics.first_token.observe(max(0.0, result.first_token_at - question_ts / 1000))
-        if status == "complete":
-            metrics.final_answer.observe(max(0.0, time.time() - question_ts / 1000))
-
-    async def _conversation(
-        self, question: MessageRow, room: RoomRow, is_dm: bool
-    ) -> list[MessageRow]:
-        """The messages the model should see, oldest first, ending with the question."""
-        if question.thread_root:
-            root = await self._message(room.room_id, question.thread_root)
-            later = await self.store.thread_messages(room.room_id, question.thread_root, MAX_CHAIN)
-            chain = ([root] if root else []) + [m for m in later if m.ts <= question.ts]
-        elif question.reply_to:
-            chain = [question]
-            while chain[0].reply_to and len(chain) < MAX_CHAIN:
-                earlier = await self._message(room.room_id, chain[0].reply_to)
-                if earlier is None:
-                    break
-                chain.insert(0, earlier)
-        elif is_dm:
-            chain = await self._recent_exchange(question, room)
-        else:
-            chain = [question]
-        return [message for message in chain if message.body.strip()]
-
-    async def _recent_exchange(self, question: MessageRow, room: RoomRow) -> list[MessageRow]:
-        bot = self.settings.bot
-        # up to the question, not up to now: a question answered late (after a restart)
-        # gets the exchange as it stood when it was asked
-        recent = await self.store.recent_messages(
-            room.room_id, room.dm_reset_at, question.ts, bot.dm_history_messages
-        )
-        recent = [m for m in recent if m.event_id != question.event_id]
-        recent.append(question)
-        idle_ms = bot.dm_idle_minutes * 60_000
-        start = 0
-        for index in range(1, len(recent)):
-            if recent[index].ts - recent[index - 1].ts > idle_ms:
-                start = index  # a long pause starts a new conversation
-        return recent[start:]
-
-    def _turn(self, message: MessageRow) -> Turn:
-        if message.from_bot:
-            return Turn("assistant", message.body)
-        display_name = self.port.display_name(message.room_id, self.bot_id)
-        body = strip_bot_name(message.body, self.bot_id, display_name)
-        return Turn("user", body, speaker=message.sender_name or message.sender)
-
-    async def _message(self, room_id: str, event_id: str) -> MessageRow | None:
-        stored = await self.store.message(event_id)
-        if stored is not None:
-            return stored
-        fetched = await self.port.fetch_message(room_id, event_id)
-        if fetched is None:
-            return None
-        return await self._save(fetched)
-
-
-def answer_txn_id(row: AnswerRow) -> str:
-    """The first message of an answer keeps this transaction id through every restart."""
-    digest = hashlib.sha256(f"{row.question_event_id}\n{row.sibling}".encode()).hexdigest()
-    return f"lucie-answer-{digest[:32]}"

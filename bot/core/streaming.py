@@ -15,6 +15,7 @@ from bot.core.render import edit_content, message_content
 
 log = logging.getLogger(__name__)
 SEND_RETRY_S = 2.0
+NOTICE_TIMEOUT_S = 120
 T = TypeVar("T")
 
 
@@ -180,3 +181,13 @@ async def retrying(send: Callable[[], Awaitable[T]], give_up_after_s: float) -> 
         if time.monotonic() + pause > deadline:
             return None
         await asyncio.sleep(pause)
+
+
+async def send_notice(
+    port: ChatPort, room_id: str, text: str, reply_to: str | None = None, thread: str | None = None
+) -> str | None:
+    """A notice (the bot speaking for itself, not the model); its event id, or None if it never
+    got through."""
+    content = message_content(text, "m.notice", reply_to=reply_to, thread_root=thread)
+    txn_id = uuid.uuid4().hex
+    return await retrying(lambda: port.send(room_id, content, txn_id), NOTICE_TIMEOUT_S)
