@@ -193,13 +193,11 @@ async def run(args: argparse.Namespace) -> None:
         client = Client(synapse.url)
         people = []
         for _ in range(args.people):
-            account = synapse.new_user("person")
-            synapse.exempt_from_rate_limits(account.user_id)
+            account = synapse.new_user("person", exempt=True)
             people.append(Person(account.user_id, account.access_token))
 
         many = await many_rooms_ceiling(client, people, args.ceiling_concurrent)
-        account = synapse.new_user("reader")
-        synapse.exempt_from_rate_limits(account.user_id)
+        account = synapse.new_user("reader", exempt=True)
         reader = Person(account.user_id, account.access_token)
         quiet = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader)
         dm = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader, True)
@@ -207,8 +205,7 @@ async def run(args: argparse.Namespace) -> None:
             client, people, args.ceiling_serial, args.ceiling_concurrent
         )
 
-        account = synapse.new_user("lucie")
-        synapse.exempt_from_rate_limits(account.user_id)
+        account = synapse.new_user("lucie", exempt=True)
         bot = BotProcess(
             folder / "bot",
             synapse,

@@ -62,8 +62,7 @@ async def run(args: argparse.Namespace) -> None:
             first_delay=args.latency, token_delay=1 / args.token_rate, text=answer_text
         )
         llm.start()
-        account = synapse.new_user("lucie")
-        synapse.exempt_from_rate_limits(account.user_id)
+        account = synapse.new_user("lucie", exempt=True)
         bot = BotProcess(
             folder / "bot",
             synapse,
@@ -76,8 +75,7 @@ async def run(args: argparse.Namespace) -> None:
         bot.start()
         assert bot.process is not None
         for index in range(args.users):
-            person = synapse.new_user("person")
-            synapse.exempt_from_rate_limits(person.user_id)
+            person = synapse.new_user("person", exempt=True)
             users.append(MatrixUser(synapse.url, person, folder / f"user{index}"))
         rooms: list[tuple[MatrixUser, str]] = []
         for index in range(args.rooms):

@@ -52,8 +52,7 @@ async def make_user(synapse: Synapse, tmp_path: Path) -> AsyncIterator[UserFacto
     users: list[MatrixUser] = []
 
     async def make(name: str = "user", encryption: bool = False) -> MatrixUser:
-        account = synapse.new_user(name)
-        synapse.exempt_from_rate_limits(account.user_id)
+        account = synapse.new_user(name, exempt=True)
         user = MatrixUser(synapse.url, account, tmp_path / account.user_id, encryption=encryption)
         users.append(user)
         return user
@@ -71,9 +70,7 @@ def start_bot(synapse: Synapse, llm: FakeLLM, tmp_path: Path) -> Iterator[BotFac
     bots: list[BotProcess] = []
 
     def start(rate_limited: bool = False, **settings: Any) -> BotProcess:
-        account = synapse.new_user("lucie")
-        if not rate_limited:
-            synapse.exempt_from_rate_limits(account.user_id)
+        account = synapse.new_user("lucie", exempt=not rate_limited)
         bot = BotProcess(tmp_path / f"bot{len(bots)}", synapse, account, llm, **settings)
         bot.start()
         bots.append(bot)

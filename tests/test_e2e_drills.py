@@ -181,8 +181,7 @@ async def test_locked_database_is_said_and_nothing_is_lost(make_user, start_bot,
 async def test_full_disk_is_said_and_the_bot_resumes_when_space_returns(
     make_user, synapse, llm, tmp_path
 ):
-    account = synapse.new_user("lucie")
-    synapse.exempt_from_rate_limits(account.user_id)
+    account = synapse.new_user("lucie", exempt=True)
     bot = BotProcess(tmp_path / "bot", synapse, account, llm)
     bot.data_dir.mkdir(parents=True)
     mount_small_disk(bot.data_dir)

@@ -46,11 +46,15 @@ class Synapse(LocalSynapse):
         if self.admin is None:
             self.admin = self.register("admin", "pw-admin", admin=True)
 
-    def new_user(self, prefix: str) -> Account:
-        """A fresh user each call, so tests never share accounts or devices."""
+    def new_user(self, prefix: str, exempt: bool = False) -> Account:
+        """A fresh user each call, so tests never share accounts or devices; exempt from
+        message rate limits if asked."""
         self._count += 1
         localpart = f"{prefix}{self._count}-{os.getpid()}"
-        return self.register(localpart, f"pw-{localpart}")
+        account = self.register(localpart, f"pw-{localpart}")
+        if exempt:
+            self.exempt_from_rate_limits(account.user_id)
+        return account
 
     def exempt_from_rate_limits(self, user_id: str) -> None:
         assert self.admin is not None
