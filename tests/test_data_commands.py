@@ -23,7 +23,7 @@ async def test_stats_per_prompt_version_for_admins_and_operators(tmp_path):
     async def admin(room_id: str, user_id: str) -> bool:
         return user_id in ("@admin:x", "@ops:x")
 
-    async def regenerate(answer) -> None:
+    async def regenerate(answer, requester) -> str:
         raise AssertionError("not used here")
 
     commands = DataCommands(settings, store, regenerate, admin)
@@ -32,7 +32,7 @@ async def test_stats_per_prompt_version_for_admins_and_operators(tmp_path):
             [("!a", 0, ["up", "up", "down"]), ("!a", 1, ["up"]), ("!b", 0, ["down"])]
         ):
             await store.queue_answer(room, f"$q{n}", 1, None, 1)
-            row = await store.answer_for_question(f"$q{n}")
+            row = await store.answer_for_question(room, f"$q{n}")
             await store.update_answer(
                 row.id, answer_event_id=f"$a{n}", status="complete", prompt_version=version
             )

@@ -65,9 +65,9 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
             assert [row[0] for row in await cursor.fetchall()] == ["!r"]
         store = Store(conn)
-        kept = await store.answer_for_question("$q")
+        kept = await store.answer_for_question("!r", "$q")
         assert kept.answer_event_id == "$a" and kept.text == "ok" and kept.status == "complete"
-        sibling = await store.add_sibling(kept, 3)
+        sibling = await store.add_sibling(kept, 3, collected=True)
         assert sibling.question_event_id == "$q" and sibling.id != kept.id
     await conn.close()
     conn = await open_database(path)  # a second start applies nothing
@@ -108,10 +108,10 @@ async def test_answers_are_owed_once_and_prompts_versioned(tmp_path):
         assert await store.add_prompt("!other", "x", "@a:x", 3) == 1
         current = await store.current_prompt("!r")
         assert current.version == 2 and current.text is None
-        assert await store.claim_event("$c", 1) and not await store.claim_event("$c", 2)
+        assert await store.claim_event("!r", "$c", 1) and not await store.claim_event("!r", "$c", 2)
         await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "hi", 5, None, None, False))
         await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "edited", 5, None, None, 0))
-        assert (await store.message("$m")).body == "edited"
+        assert (await store.message("!r", "$m")).body == "edited"
     finally:
         await store.close()
 
@@ -128,7 +128,7 @@ async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
             )
         for question, answer, context in (("$q1", "$a1", ["$q1"]), ("$q2", "$a2", ["$a1", "$q2"])):
             await store.queue_answer("!r", question, 1, None, 1)
-            row = await store.answer_for_question(question)
+            row = await store.answer_for_question("!r", question)
             await store.update_answer(
                 row.id, answer_event_id=answer, text="t", status="complete",
                 context_event_ids=context, request_messages=[{"role": "user", "content": "x"}],
@@ -140,7 +140,7 @@ async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
         prompt = await store.current_prompt("!r")
         assert prompt.text == "Sois brève." and prompt.set_by == "erased"
         for question in ("$q1", "$q2"):
-            row = await store.answer_for_question(question)
+            row = await store.answer_for_question("!r", question)
             assert row.text is None  # $a2 never quoted $q1, but it was built on $a1
         remaining = await store.conn.execute_fetchall("SELECT event_id FROM messages")
         assert [r[0] for r in remaining] == ["$q2"]  # the other person's words stay
@@ -166,7 +166,7 @@ async def test_undecrypted_events_kept_once_noticed_per_session_and_erased(tmp_p
         50,
         None,
     )
-    await store.erase_event("$e3", 60)  # redacted while waiting
+    await store.erase_event("!r", "$e3", 60)  # redacted while waiting
     await store.forget("@a:x", 61)  # "forget me"
     assert await store.undecrypted() == []
     await store.close()

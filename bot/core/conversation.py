@@ -12,7 +12,9 @@ from bot.config import Settings
 from bot.core.answering import Answerer
 from bot.core.clock import now_ms
 from bot.core.commands import Command, Commands, parse_command
+from bot.core.edits import parse_edit
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
+from bot.core.fair_use import SlidingLimit, Verdict
 from bot.core.governance import bare_emoji, inviter_allowed, normalise_vote
 from bot.core.history import History
 from bot.core.metrics import CountingPort, Metrics
@@ -51,6 +53,9 @@ class Relay:
         self.metrics.queue.set_function(lambda: self.answerer.scheduler.queued)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active: set[int] = set()
+        bot = settings.bot
+        self.question_limit = SlidingLimit(bot.questions_per_person, bot.fair_use_window_s)
+        self.regeneration_limit = SlidingLimit(bot.regenerations_per_person, bot.fair_use_window_s)
 
     @property
     def bot_id(self) -> str:
@@ -100,22 +105,45 @@ class Relay:
         room = await self._room(room_id)
         if room.notice_sent:
             return
-        lang = room.lang or self.settings.bot.default_lang
+        lang = self._lang(room)
         prefix = self.settings.bot.command_prefix
         if await self._notice(room_id, self.prompts.join_notice(lang, prefix)) is None:
             return
         await self.store.set_room(room_id, notice_sent=1)
-        if self.settings.data.collection == "opt_in":
+        if self._collecting(room):
             await self._consent_notice(room_id, lang)
+
+    def _collecting(self, room: RoomRow) -> bool:
+        return self.settings.data.collection == "opt_in" and room.collection
 
     async def _consent_notice(self, room_id: str, lang: str) -> None:
         """What is kept, why, under which licence; a ✅ reaction on it gives consent."""
-        text = self.prompts.consent_notice(
-            lang, self.settings.bot.command_prefix, self.settings.data.licence
-        )
+        data = self.settings.data
+        text = self.prompts.consent_notice(lang, self.settings.bot.command_prefix, data.licence)
         event_id = await self._notice(room_id, text)
         if event_id is not None:
-            await self.store.set_room(room_id, consent_notice_event_id=event_id)
+            await self.store.set_room(
+                room_id,
+                consent_notice_event_id=event_id,
+                consent_notice_version=data.notice_version,
+            )
+
+    async def ask_consent_again(self, room_ids: set[str]) -> None:
+        """A raised data.notice_version: rooms shown an older notice are asked again, since
+        consent to the older text no longer counts."""
+        version = self.settings.data.notice_version
+        for room_id in room_ids:
+            room = await self.store.room(room_id)
+            if room is None or room.consent_notice_event_id is None:
+                continue  # never shown one: the join notice will
+            if room.consent_notice_version is None:
+                # shown before versions were kept: taken as the version in force now
+                await self.store.set_room(room_id, consent_notice_version=version)
+            elif room.consent_notice_version < version and self._collecting(room):
+                self._spawn(self._consent_notice(room_id, self._lang(room)), name="consent-again")
+
+    def _lang(self, room: RoomRow) -> str:
+        return room.lang or self.settings.bot.default_lang
 
     async def _room(self, room_id: str) -> RoomRow:
         room = await self.store.room(room_id)
@@ -136,36 +164,68 @@ class Relay:
         message = parse_message(room_id, event)
         if message is None or message.sender == self.bot_id:
             return
-        if message.msgtype != "m.text" or message.is_edit:
+        if message.is_edit:
+            edit = parse_edit(room_id, event)
+            if edit is not None:  # only its own sender's edit, in its own room, counts
+                await self.store.edit_question(room_id, edit.target, edit.sender, edit.body)
+            return
+        if message.msgtype != "m.text":
             return
         room = await self._room(room_id)
         if self._is_history(room, message.ts):
             return
-        lang = room.lang or self.settings.bot.default_lang
+        lang = self._lang(room)
         command = parse_command(message.body, self.settings.bot.command_prefix)
         if command is not None:
-            if await self.store.claim_event(message.event_id, now_ms()):
+            if await self.store.claim_event(room_id, message.event_id, now_ms()):
                 self._spawn(self._command(command, message, lang), name=f"command-{room_id}")
             return
-        display_name = self.port.display_name(room_id, self.bot_id)
-        situation = Situation(
-            is_dm=is_dm,
-            mode=room.mode,
-            replies_to_bot=bool(message.reply_to) and await self._from_bot(message.reply_to),
-            in_bot_thread=bool(message.thread_root)
-            and await self._bot_thread(room_id, message.thread_root),
-        )
-        mentioned = mentions_bot(message, self.bot_id, display_name)
-        if not should_answer(message, situation, mentioned):
+        if not await self._addressed(message, room, is_dm):
+            return
+        if not self._allowed(self.question_limit, message.sender, room, "limit.questions"):
             return
         await self.history.save(message)
         row = await self.store.queue_answer(
-            room_id, message.event_id, message.ts, message.thread_root, now_ms()
+            room_id,
+            message.event_id,
+            message.ts,
+            message.thread_root,
+            now_ms(),
+            collected=room.collection,
         )
         if row is not None:
             self._schedule(row, is_dm)
         if self.settings.log_content:
             log.debug("question %s in %s: %r", message.event_id, room_id, message.body)
+
+    async def _addressed(self, message: TextMessage, room: RoomRow, is_dm: bool) -> bool:
+        room_id = message.room_id
+        display_name = self.port.display_name(room_id, self.bot_id)
+        situation = Situation(
+            is_dm=is_dm,
+            mode=room.mode,
+            replies_to_bot=bool(message.reply_to)
+            and await self._from_bot(room_id, message.reply_to),
+            in_bot_thread=bool(message.thread_root)
+            and await self._bot_thread(room_id, message.thread_root),
+        )
+        mentioned = mentions_bot(message, self.bot_id, display_name)
+        return should_answer(message, situation, mentioned)
+
+    def _allowed(self, limit: SlidingLimit, person: str, room: RoomRow, notice: str) -> bool:
+        """Within the person's fair share; otherwise one notice per window, then silence (a
+        refusal must stay cheap when someone keeps asking)."""
+        if person in self.settings.bot.operators:
+            return True
+        verdict: Verdict = limit.take(person)
+        if verdict.allowed:
+            return True
+        log.info("fair-use limit reached in %s", room.room_id)
+        if verdict.first_refusal:
+            minutes = max(1, round(verdict.retry_after_s / 60))
+            text = say(self._lang(room), notice, minutes=minutes)
+            self._spawn(self._notice(room.room_id, text), name="limit-notice")
+        return False
 
     def _is_history(self, room: RoomRow, ts: int) -> bool:
         """Sent before the bot joined, or too long ago to answer now."""
@@ -181,25 +241,29 @@ class Relay:
     async def unreadable(self, room_id: str, event_id: str) -> None:
         """Its room key never came: say so, and what the person can do."""
         room = await self._room(room_id)
-        lang = room.lang or self.settings.bot.default_lang
-        await self._notice(room_id, say(lang, "encryption.unreadable"), reply_to=event_id)
+        await self._notice(room_id, say(self._lang(room), "encryption.unreadable"), event_id)
 
     async def _command(self, command: Command, message: TextMessage, lang: str) -> None:
         if command.name == "consent" and not command.args:
-            await self._consent_notice(message.room_id, lang)
+            if self._collecting(await self._room(message.room_id)):
+                await self._consent_notice(message.room_id, lang)
+            else:
+                await self._notice(message.room_id, say(lang, "cmd.collection.off"))
             return
         reply = await self.commands.run(command, message, lang)
         if reply:
             await self._notice(message.room_id, reply, message.event_id, message.thread_root)
 
-    async def _from_bot(self, event_id: str) -> bool:
-        stored = await self.store.message(event_id)
+    async def _from_bot(self, room_id: str, event_id: str) -> bool:
+        stored = await self.store.message(room_id, event_id)
         if stored is not None:
             return stored.from_bot
-        return await self.store.answer_by_event(event_id) is not None
+        return await self.store.answer_by_event(room_id, event_id) is not None
 
     async def _bot_thread(self, room_id: str, root: str) -> bool:
-        return await self.store.bot_answered_in_thread(room_id, root) or await self._from_bot(root)
+        if await self.store.bot_answered_in_thread(room_id, root):
+            return True
+        return await self._from_bot(room_id, root)
 
     async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
         """👍/👎 votes, reason labels and 🔁 on answers; ✅ on the consent notice."""
@@ -210,14 +274,16 @@ class Relay:
         if key == CONSENT_KEY and self.settings.data.collection == "opt_in":
             room = await self._room(room_id)
             on_notice = reaction.target == room.consent_notice_event_id
-            if on_notice and await self.store.claim_event(reaction.event_id, now_ms()):
-                lang = room.lang or self.settings.bot.default_lang
+            claimed = on_notice and await self.store.claim_event(
+                room_id, reaction.event_id, now_ms()
+            )
+            if claimed:
                 reply = await self.commands.data.record_consent(
-                    reaction.sender, room_id, lang, reaction.event_id
+                    reaction.sender, room_id, self._lang(room), reaction.event_id
                 )
                 self._spawn(self._notice(room_id, reply, reaction.target), name="consent")
             return
-        answer = await self.store.answer_by_event(reaction.target)
+        answer = await self.store.answer_by_event(room_id, reaction.target)
         if answer is None:
             return
         args = (reaction.event_id, reaction.target, room_id, reaction.sender)
@@ -227,27 +293,43 @@ class Relay:
                 self.metrics.votes.labels(vote).inc()
         elif key in self.reasons:
             await self.store.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
-        elif key == REGENERATE_KEY and await self.store.claim_event(reaction.event_id, now_ms()):
-            await self.regenerate(answer)
+        elif key == REGENERATE_KEY and await self.store.claim_event(
+            room_id, reaction.event_id, now_ms()
+        ):
+            notice = await self.regenerate(answer, reaction.sender)
+            if notice:
+                self._spawn(self._notice(room_id, notice, reaction.target), name="limit-notice")
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         redaction = parse_redaction(room_id, event)
         if redaction is not None:
             # a withdrawn reaction, or a message whose text and derived records must go
-            await self.store.withdraw_reaction(redaction.redacts, now_ms())
-            await self.store.erase_event(redaction.redacts, now_ms())
-            given = await self.store.consent_given_by(redaction.redacts)
+            redacts, now = redaction.redacts, now_ms()
+            await self.store.withdraw_reaction(room_id, redacts, now)
+            await self.store.erase_event(room_id, redacts, now)
+            given = await self.store.consent_given_by(room_id, redacts)
             if given is not None:  # taking back the ✅ takes back the consent
-                await self.store.add_consent(given[0], "no", given[1], room_id, now_ms())
+                await self.store.add_consent(given[0], "no", given[1], room_id, now)
 
-    async def regenerate(self, answer: AnswerRow) -> None:
-        """A new answer to the same question, kept as a sibling of the first."""
-        sibling = await self.store.add_sibling(answer, now_ms())
+    async def regenerate(self, answer: AnswerRow, requester: str) -> str:
+        """A new answer to the same question, kept as a sibling of the first; the notice to
+        give instead when the question had its share, or the person theirs ("" otherwise)."""
+        room = await self._room(answer.room_id)
+        # the person's limit first: it also bounds how many refusals one person can cause
+        if not self._allowed(self.regeneration_limit, requester, room, "limit.regenerations"):
+            return ""
+        most = self.settings.bot.max_answers_per_question
+        count = await self.store.siblings(answer.room_id, answer.question_event_id)
+        if count >= most:
+            return say(self._lang(room), "limit.siblings", count=count)
+        sibling = await self.store.add_sibling(answer, now_ms(), collected=room.collection)
         self._schedule(sibling, self.port.is_dm(answer.room_id))
+        return ""
 
     # Answers
-    async def resume(self, dm_rooms: set[str]) -> None:
+    async def resume(self, dm_rooms: set[str], rooms: set[str] | None = None) -> None:
         """Answers owed from before a restart: finish them once, or drop those too old."""
+        await self.ask_consent_again(rooms or set())
         oldest = now_ms() - self.settings.bot.catch_up_minutes * 60_000
         for row in await self.store.open_answers():
             if row.question_ts < oldest:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from bot.core.commands import Command
 
 log = logging.getLogger(__name__)
-Regenerate = Callable[[AnswerRow], Awaitable[None]]
+# (answer, who asks) -> the notice to give instead of a new answer, or ""
+Regenerate = Callable[[AnswerRow, str], Awaitable[str]]
 IsAdmin = Callable[[str, str], Awaitable[bool]]
 MAX_CORRECTION_CHARS = 8000
 
@@ -67,6 +68,10 @@ class DataCommands:
             return say(lang, "cmd.consent.no")
         if action == "status":
             current = await self.store.consent(message.sender)
+            version = self.settings.data.notice_version
+            if current and current[0] == "yes" and current[1] < version:
+                prefix, old = self.prefix, current[1]
+                return say(lang, "cmd.consent.outdated", old=old, version=version, prefix=prefix)
             if current and current[0] == "yes":
                 return say(
                     lang, "cmd.consent.status_yes", when=date_text(current[2]), version=current[1]
@@ -82,9 +87,10 @@ class DataCommands:
         return say(lang, "cmd.forget.done")
 
     async def _replied_answer(self, message: TextMessage) -> AnswerRow | None:
+        """The answer replied to, in the room the command came from and nowhere else."""
         if not message.reply_to:
             return None
-        return await self.store.answer_by_event(message.reply_to)
+        return await self.store.answer_by_event(message.room_id, message.reply_to)
 
     async def correct(self, command: Command, message: TextMessage, lang: str) -> str:
         answer = await self._replied_answer(message)
@@ -116,8 +122,7 @@ class DataCommands:
         answer = await self._replied_answer(message)
         if answer is None:
             return say(lang, "cmd.retry.usage", prefix=self.prefix)
-        await self.regenerate(answer)
-        return ""  # the new answer is the reply
+        return await self.regenerate(answer, message.sender)  # else the new answer replies
 
     async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
         operator = message.sender in self.settings.bot.operators

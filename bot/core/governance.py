@@ -9,7 +9,19 @@ from bot.core.ports import RoomAuthority
 
 _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
 _SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
-VOTE_KEYS = {"\U0001f44d": "up", "\U0001f44e": "down", "+1": "up", "-1": "down"}
+# the emoji, and the shortcodes some clients and bridges send as the key
+VOTE_KEYS = {
+    "\U0001f44d": "up",
+    "\U0001f44e": "down",
+    "+1": "up",
+    "-1": "down",
+    ":+1:": "up",
+    ":-1:": "down",
+    ":thumbsup:": "up",
+    ":thumbsdown:": "down",
+    ":thumbs_up:": "up",
+    ":thumbs_down:": "down",
+}
 
 
 def inviter_allowed(user_id: str, patterns: list[str], operators: list[str]) -> bool:
@@ -66,4 +78,4 @@ def bare_emoji(key: str) -> str:
 
 def normalise_vote(key: str) -> str | None:
     """'up', 'down' or None."""
-    return VOTE_KEYS.get(bare_emoji(key))
+    return VOTE_KEYS.get(bare_emoji(key).lower())

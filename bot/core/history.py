@@ -84,7 +84,7 @@ class History:
         return Turn("user", body, speaker=message.sender_name or message.sender)
 
     async def message(self, room_id: str, event_id: str) -> MessageRow | None:
-        stored = await self.store.message(event_id)
+        stored = await self.store.message(room_id, event_id)
         if stored is not None:
             return stored
         fetched = await self.port.fetch_message(room_id, event_id)

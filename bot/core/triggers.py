@@ -26,7 +26,7 @@ def mentions_bot(message: TextMessage, bot_id: str, display_name: str | None) ->
         return True
     if message.formatted_body and _pill_pattern(bot_id).search(message.formatted_body):
         return True
-    if display_name and _name_pattern(display_name).search(message.body):
+    if display_name and _addresses_by_name(message.body, display_name):
         return True
     # Some clients write the plain id in the body without m.mentions.
     return bot_id in message.body
@@ -51,7 +51,9 @@ def strip_bot_name(body: str, bot_id: str, display_name: str | None) -> str:
     names = [re.escape(bot_id)]  # the full id first, or its localpart would match alone
     if display_name:
         names.append("@?" + re.escape(display_name))
-    leading = re.compile(r"^\s*(?:" + "|".join(names) + r")\s*[:,]?\s*", re.IGNORECASE)
+    leading = re.compile(
+        r"^\s*(?:" + "|".join(names) + rf")\s*[{ADDRESS_PUNCTUATION}]?\s*", re.IGNORECASE
+    )
     stripped = leading.sub("", body, count=1)
     return stripped if stripped.strip() else body
 
@@ -62,5 +64,34 @@ def _pill_pattern(bot_id: str) -> re.Pattern[str]:
     return re.compile(rf"https://matrix\.to/#/(?:{plain}|{encoded})", re.IGNORECASE)
 
 
-def _name_pattern(display_name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w@]){re.escape(display_name)}(?!\w)", re.IGNORECASE)
+# "Lucie" is a common first name: the name alone addresses the bot only as a salutation (at the
+# start, followed by punctuation: "Lucie, …", "Lucie : …") or written as an old client's
+# plain-text mention ("@Lucie"). "J'ai vu Lucie hier" is about someone, not to the bot.
+ADDRESS_PUNCTUATION = ",:;!?.\u2014\u2013"  # includes em and en dashes
+MAX_NAME_CHARS = 256
+
+
+def _addresses_by_name(body: str, display_name: str) -> bool:
+    name = display_name[:MAX_NAME_CHARS].casefold()
+    if not name.strip():
+        return False
+    head = body.lstrip()[: len(name) + 8].casefold()
+    if head.startswith(name) or head.startswith("@" + name):
+        after = head[len(name) + (1 if head.startswith("@") else 0) :].lstrip()
+        if after[:1] and after[0] in ADDRESS_PUNCTUATION:
+            return True
+        if head.startswith("@") and not after[:1].isalnum():
+            return True
+    return _at_mention(body, name)
+
+
+def _at_mention(body: str, name: str) -> bool:
+    """'@Lucie' anywhere, as a whole word."""
+    folded = body.casefold()
+    start = folded.find("@" + name)
+    while start != -1:
+        end = start + 1 + len(name)
+        if end >= len(folded) or not folded[end].isalnum():
+            return True
+        start = folded.find("@" + name, end)
+    return False

@@ -15,6 +15,8 @@ import aiosqlite
 from bot.storage.database import open_database
 
 OPEN_STATUSES = ("queued", "streaming")
+# what an answer record says, as opposed to how it went: erasure empties these for good
+ERASABLE_ANSWER_FIELDS = {"text", "request_messages", "context_event_ids"}
 # SQLite's primary result codes for conditions that pass: busy, locked, out of memory,
 # read-only, I/O error, disk full, cannot open, lock protocol
 UNAVAILABLE_CODES = {5, 6, 7, 8, 10, 13, 14, 15}
@@ -34,6 +36,8 @@ class RoomRow:
     dm_reset_at: int
     collection: bool
     consent_notice_event_id: str | None
+    consent_notice_version: int | None = None
+    direct: bool | None = None  # None: not known yet
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,8 @@ class Store:
     async def writable(self) -> bool:
         """A real write (rolled into a no-op update): fails on a read-only or full disk."""
         await self._write(
-            "INSERT INTO handled_events (event_id, ts) VALUES ('health', 0) "
-            "ON CONFLICT (event_id) DO UPDATE SET ts = ts"
+            "INSERT INTO handled_events (room_id, event_id, ts) VALUES ('', 'health', 0) "
+            "ON CONFLICT (room_id, event_id) DO UPDATE SET ts = ts"
         )
         return True
 
@@ -146,10 +150,12 @@ class Store:
             token,
         )
 
-    async def claim_event(self, event_id: str, now: int) -> bool:
+    async def claim_event(self, room_id: str, event_id: str, now: int) -> bool:
         """True the first time an event is claimed, False ever after."""
         changed = await self._write(
-            "INSERT INTO handled_events (event_id, ts) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO handled_events (room_id, event_id, ts) VALUES (?, ?, ?) "
+            "ON CONFLICT DO NOTHING",
+            room_id,
             event_id,
             now,
         )
@@ -169,6 +175,8 @@ class Store:
             dm_reset_at=row["dm_reset_at"],
             collection=bool(row["collection"]),
             consent_notice_event_id=row["consent_notice_event_id"],
+            consent_notice_version=row["consent_notice_version"],
+            direct=None if row["direct"] is None else bool(row["direct"]),
         )
 
     async def add_room(self, room_id: str, joined_at: int) -> bool:
@@ -189,6 +197,8 @@ class Store:
             "joined_at",
             "collection",
             "consent_notice_event_id",
+            "consent_notice_version",
+            "direct",
         }
         unknown = set(fields) - allowed
         if unknown:
@@ -226,10 +236,14 @@ class Store:
 
     # Messages
     async def save_message(self, message: MessageRow) -> None:
+        """Keep a message; never brings back the text of an answer erased meanwhile (an answer
+        that finishes streaming after a redaction or "forget me" stays erased)."""
         await self._write(
             "INSERT INTO messages (event_id, room_id, sender, sender_name, body, ts, reply_to, "
-            "thread_root, from_bot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (event_id) DO UPDATE SET body = excluded.body",
+            "thread_root, from_bot) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS ("
+            "SELECT 1 FROM answers WHERE room_id = ?2 AND answer_event_id = ?1 "
+            "AND erased_at IS NOT NULL) "
+            "ON CONFLICT (room_id, event_id) DO UPDATE SET body = excluded.body",
             message.event_id,
             message.room_id,
             message.sender,
@@ -241,9 +255,23 @@ class Store:
             int(message.from_bot),
         )
 
-    async def message(self, event_id: str) -> MessageRow | None:
-        row = await self._one("SELECT * FROM messages WHERE event_id = ?", event_id)
+    async def message(self, room_id: str, event_id: str) -> MessageRow | None:
+        row = await self._one(
+            "SELECT * FROM messages WHERE room_id = ? AND event_id = ?", room_id, event_id
+        )
         return _message(row) if row else None
+
+    async def edit_question(self, room_id: str, event_id: str, sender: str, body: str) -> bool:
+        """An edit by a message's own sender replaces the text kept for exports."""
+        changed = await self._write(
+            "UPDATE messages SET body = ? WHERE room_id = ? AND event_id = ? AND sender = ? "
+            "AND from_bot = 0",
+            body,
+            room_id,
+            event_id,
+            sender,
+        )
+        return changed == 1
 
     async def recent_messages(
         self, room_id: str, since_ts: int, until_ts: int, limit: int
@@ -285,40 +313,60 @@ class Store:
         question_ts: int,
         thread_root: str | None,
         now: int,
+        collected: bool = True,
     ) -> AnswerRow | None:
         """Owe an answer to a question; None if it was already owed or given."""
         row = await self._one(
             "INSERT INTO answers (room_id, question_event_id, question_ts, thread_root, "
-            "created_at) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (question_event_id, sibling) DO NOTHING RETURNING *",
+            "created_at, collected) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (room_id, question_event_id, sibling) DO NOTHING RETURNING *",
             room_id,
             question_event_id,
             question_ts,
             thread_root,
             now,
+            int(collected),
         )
         return _answer(row) if row else None
 
-    async def answer_for_question(self, question_event_id: str) -> AnswerRow | None:
+    async def answer_for_question(self, room_id: str, question_event_id: str) -> AnswerRow | None:
         """The first answer to a question (its regenerations are siblings)."""
         row = await self._one(
-            "SELECT * FROM answers WHERE question_event_id = ? AND sibling = 0", question_event_id
+            "SELECT * FROM answers WHERE room_id = ? AND question_event_id = ? AND sibling = 0",
+            room_id,
+            question_event_id,
         )
         return _answer(row) if row else None
 
-    async def add_sibling(self, original: AnswerRow, now: int) -> AnswerRow:
-        """A regenerated answer to the same question."""
+    async def add_sibling(self, original: AnswerRow, now: int, collected: bool) -> AnswerRow:
+        """A regenerated answer to the same question, in the same room."""
         row = await self._write_returning(
             "INSERT INTO answers (room_id, question_event_id, sibling, question_ts, thread_root, "
-            "created_at) SELECT room_id, question_event_id, MAX(sibling) + 1, question_ts, "
-            "thread_root, ? FROM answers WHERE question_event_id = ? RETURNING *",
+            "created_at, collected) SELECT room_id, question_event_id, MAX(sibling) + 1, "
+            "question_ts, thread_root, ?, ? FROM answers WHERE room_id = ? "
+            "AND question_event_id = ? RETURNING *",
             now,
+            int(collected),
+            original.room_id,
             original.question_event_id,
         )
         return _answer(row)
 
-    async def answer_by_event(self, answer_event_id: str) -> AnswerRow | None:
-        row = await self._one("SELECT * FROM answers WHERE answer_event_id = ?", answer_event_id)
+    async def siblings(self, room_id: str, question_event_id: str) -> int:
+        """How many answers a question has had, regenerations included."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM answers WHERE room_id = ? AND question_event_id = ?",
+            room_id,
+            question_event_id,
+        )
+        return int(row[0]) if row else 0
+
+    async def answer_by_event(self, room_id: str, answer_event_id: str) -> AnswerRow | None:
+        row = await self._one(
+            "SELECT * FROM answers WHERE room_id = ? AND answer_event_id = ?",
+            room_id,
+            answer_event_id,
+        )
         return _answer(row) if row else None
 
     async def open_answers(self) -> list[AnswerRow]:
@@ -328,10 +376,16 @@ class Store:
         return [_answer(row) for row in rows]
 
     async def update_answer(self, answer_id: int, **fields: Any) -> None:
+        """Record an answer's progress; what it says stays gone once it was erased."""
         for name in ("request_messages", "sampling", "context_event_ids"):
             if name in fields and not isinstance(fields[name], str | None):
                 fields[name] = json.dumps(fields[name], ensure_ascii=False)
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        assignments = ", ".join(
+            f"{name} = CASE WHEN erased_at IS NULL THEN ? END"
+            if name in ERASABLE_ANSWER_FIELDS
+            else f"{name} = ?"
+            for name in fields
+        )
         await self._write(
             f"UPDATE answers SET {assignments} WHERE id = ?", *fields.values(), answer_id
         )
@@ -362,14 +416,15 @@ class Store:
         )
         return changed == 1
 
-    async def withdraw_reaction(self, reaction_event_id: str, now: int) -> bool:
+    async def withdraw_reaction(self, room_id: str, reaction_event_id: str, now: int) -> bool:
         """A redacted reaction: the vote or label it carried no longer counts."""
         changed = 0
         for table in ("votes", "labels"):
             changed += await self._write(
                 f"UPDATE {table} SET withdrawn_at = ? "
-                "WHERE reaction_event_id = ? AND withdrawn_at IS NULL",
+                "WHERE room_id = ? AND reaction_event_id = ? AND withdrawn_at IS NULL",
                 now,
+                room_id,
                 reaction_event_id,
             )
         return changed > 0
@@ -419,9 +474,10 @@ class Store:
             "COUNT(DISTINCT CASE WHEN v.vote = 'down' THEN v.reaction_event_id END) AS down, "
             "COUNT(DISTINCT c.event_id) AS corrections "
             "FROM answers a "
-            "LEFT JOIN votes v ON v.answer_event_id = a.answer_event_id "
-            "AND v.withdrawn_at IS NULL "
-            "LEFT JOIN corrections c ON c.answer_event_id = a.answer_event_id "
+            "LEFT JOIN current_votes v ON v.room_id = a.room_id "
+            "AND v.answer_event_id = a.answer_event_id "
+            "LEFT JOIN corrections c ON c.room_id = a.room_id "
+            "AND c.answer_event_id = a.answer_event_id "
             "WHERE a.status IN ('complete', 'cut') AND (? IS NULL OR a.room_id = ?) "
             "GROUP BY a.room_id, a.prompt_version ORDER BY a.room_id, a.prompt_version",
             room_id,
@@ -450,11 +506,13 @@ class Store:
             source_event_id,
         )
 
-    async def consent_given_by(self, event_id: str) -> tuple[str, int] | None:
+    async def consent_given_by(self, room_id: str, event_id: str) -> tuple[str, int] | None:
         """(user, notice version) when this ✅ reaction gave the consent now in force."""
         row = await self._one(
-            "SELECT c.user_id, c.notice_version FROM consents c WHERE c.source_event_id = ? "
+            "SELECT c.user_id, c.notice_version FROM consents c WHERE c.room_id = ? "
+            "AND c.source_event_id = ? "
             "AND c.id = (SELECT MAX(id) FROM consents WHERE user_id = c.user_id)",
+            room_id,
             event_id,
         )
         return (row["user_id"], row["notice_version"]) if row else None
@@ -470,39 +528,56 @@ class Store:
 
     async def forget(self, user_id: str, now: int) -> None:
         """Erase everything stored about a person; only the fact of erasure stays."""
-        for row in await self._all("SELECT event_id FROM messages WHERE sender = ?", user_id):
-            await self.erase_event(row["event_id"], now)
+        rows = await self._all("SELECT room_id, event_id FROM messages WHERE sender = ?", user_id)
+        for row in rows:
+            await self._erase(row["room_id"], row["event_id"], now)
         for table in ("votes", "labels", "corrections", "undecrypted"):
             await self._write(f"DELETE FROM {table} WHERE sender = ?", user_id)
         await self._write("DELETE FROM consents WHERE user_id = ?", user_id)
         # a room's prompt history stays (it is the room's configuration), without its author
         await self._write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
         await self.add_consent(user_id, "erased", 0, None, now)
+        await self._checkpoint()
 
-    async def erase_event(self, event_id: str, now: int) -> None:
+    async def erase_event(self, room_id: str, event_id: str, now: int) -> None:
         """A message is gone (redacted, or its author erased): its text goes, and so does every
         answer built on it, and every answer built on those, since each carried the words."""
+        await self._erase(room_id, event_id, now)
+        await self._checkpoint()
+
+    async def _erase(self, room_id: str, event_id: str, now: int) -> None:
         pending, seen = [event_id], set()
+        # exact matches within the room only: an id is data, never a pattern
+        condition = (
+            "room_id = ? AND (question_event_id = ? OR answer_event_id = ? OR EXISTS "
+            "(SELECT 1 FROM json_each(CASE WHEN json_valid(context_event_ids) "
+            "THEN context_event_ids END) WHERE value = ?))"
+        )
         while pending:
             current = pending.pop()
             if current in seen:
                 continue
             seen.add(current)
-            condition = "(question_event_id = ? OR answer_event_id = ? OR context_event_ids LIKE ?)"
-            args = (current, current, f'%"{current}"%')
+            args = (room_id, current, current, current)
             built_on = await self._all(
-                f"SELECT answer_event_id FROM answers WHERE {condition}", *args
-            )
-            await self._write(
                 "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, "
-                f"text = NULL, erased_at = COALESCE(erased_at, ?) WHERE {condition}",
+                f"text = NULL, erased_at = COALESCE(erased_at, ?) WHERE {condition} "
+                "RETURNING answer_event_id",
                 now,
                 *args,
             )
             pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
-            await self._write("DELETE FROM messages WHERE event_id = ?", current)
-            await self._write("DELETE FROM corrections WHERE event_id = ?", current)
-            await self._write("DELETE FROM undecrypted WHERE event_id = ?", current)
+            for table in ("messages", "corrections", "undecrypted"):
+                await self._write(
+                    f"DELETE FROM {table} WHERE room_id = ? AND event_id = ?", room_id, current
+                )
+
+    async def _checkpoint(self) -> None:
+        """Erased text must not linger in the write-ahead log either (secure_delete clears the
+        database pages): copy the log back into the database and empty it, when no reader
+        holds it open; a busy log is emptied at a later checkpoint."""
+        async with self._guarded():
+            await self.conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # Encrypted events waiting for their room key
     async def keep_undecrypted(self, row: UndecryptedRow) -> bool:
@@ -534,8 +609,10 @@ class Store:
             for r in rows
         ]
 
-    async def drop_undecrypted(self, event_id: str) -> None:
-        await self._write("DELETE FROM undecrypted WHERE event_id = ?", event_id)
+    async def drop_undecrypted(self, room_id: str, event_id: str) -> None:
+        await self._write(
+            "DELETE FROM undecrypted WHERE room_id = ? AND event_id = ?", room_id, event_id
+        )
 
     async def mark_session_noticed(self, session_id: str, now: int) -> None:
         await self._write(
