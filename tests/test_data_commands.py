@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.config import MatrixSettings, Settings
-from bot.core.commands import parse_command
+from bot.core.command_registry import CommandRegistry, parse_command
 from bot.core.data_commands import DataCommands
 from bot.core.events import TextMessage
 from bot.storage.store import Store
@@ -26,7 +26,8 @@ async def test_stats_per_prompt_version_for_admins_and_operators(tmp_path):
     async def regenerate(answer, requester) -> str:
         raise AssertionError("not used here")
 
-    commands = DataCommands(settings, store, regenerate, admin)
+    commands = CommandRegistry("!lucie", admin)
+    commands.add(*DataCommands(settings, store, regenerate).specs())
     try:
         for n, (room, version, votes) in enumerate(
             [("!a", 0, ["up", "up", "down"]), ("!a", 1, ["up"]), ("!b", 0, ["down"])]
@@ -41,13 +42,13 @@ async def test_stats_per_prompt_version_for_admins_and_operators(tmp_path):
         await store.add_correction("$c", "$a0", "!a", "@p9:x", "better", 3)
 
         stats = parse_command("!lucie stats", "!lucie")
-        room_view = await commands.stats(stats, message("!a", "@admin:x", "!lucie stats"), "en")
+        room_view = await commands.run(stats, message("!a", "@admin:x", "!lucie stats"), "en")
         assert "prompt v0: 1 answers, 👍 2 / 👎 1 (67 %), 1 corrections" in room_view
         assert "prompt v1: 1 answers, 👍 1 / 👎 0 (100 %)" in room_view
         assert "!b" not in room_view and "!a" not in room_view
-        everywhere = await commands.stats(stats, message("!a", "@ops:x", "!lucie stats"), "en")
+        everywhere = await commands.run(stats, message("!a", "@ops:x", "!lucie stats"), "en")
         assert "!a prompt v0" in everywhere and "!b prompt v0: 1 answers, 👍 0 / 👎 1" in everywhere
-        refused = await commands.stats(stats, message("!a", "@member:x", "!lucie stats"), "en")
+        refused = await commands.run(stats, message("!a", "@member:x", "!lucie stats"), "en")
         assert refused.startswith("Refused")
     finally:
         await store.close()

@@ -1,16 +1,12 @@
-"""Room commands: `!lucie help | prompt … | mode … | lang … | reset`."""
+"""Room settings commands: `prompt …`, `mode …`, `lang …`, `reset`."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
-from bot.config import Settings
 from bot.core.clock import date_text, now_ms
-from bot.core.data_commands import DataCommands, Regenerate, admin_choice
+from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
-from bot.core.governance import is_room_admin
-from bot.core.ports import ChatPort
 from bot.storage.store import Store
 from bot.texts import PromptTexts, say
 
@@ -18,86 +14,90 @@ log = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 8000
 
 
-@dataclass(frozen=True)
-class Command:
-    name: str
-    args: list[str]
-    rest: str  # the raw text after the sub-command, for prompt texts
-
-
-def parse_command(body: str, prefix: str) -> Command | None:
-    text = body.strip()
-    if not text.lower().startswith(prefix.lower()):
-        return None
-    after = text[len(prefix) :]
-    if after and not after[0].isspace():
-        return None  # "!luciefoo" is not ours
-    words = after.split()
-    if not words:
-        return Command("help", [], "")
-    name = words[0].lower()
-    rest = after.strip()[len(words[0]) :].strip()
-    return Command(name, [w.lower() for w in words[1:]], rest)
-
-
-class Commands:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        port: ChatPort,
-        prompts: PromptTexts,
-        regenerate: Regenerate,
-    ) -> None:
-        self.settings = settings
+class RoomCommands:
+    def __init__(self, prefix: str, store: Store, prompts: PromptTexts) -> None:
+        self.prefix = prefix
         self.store = store
-        self.port = port
         self.prompts = prompts
-        self.data = DataCommands(settings, store, regenerate, self.is_admin)
 
-    @property
-    def prefix(self) -> str:
-        return self.settings.bot.command_prefix
-
-    async def run(self, command: Command, message: TextMessage, lang: str) -> str:
-        """Carry out a command and return the notice text to answer with ("" for none)."""
-        handler = {
-            "help": self._help,
-            "prompt": self._prompt,
-            "mode": self._mode,
-            "lang": self._lang,
-            "reset": self._reset,
-            **self.data.handlers(),
-        }.get(command.name)
-        if handler is None:
-            return say(lang, "cmd.unknown", command=command.name[:40], prefix=self.prefix)
-        return await handler(command, message, lang)
-
-    async def is_admin(self, room_id: str, user_id: str) -> bool:
-        if user_id in self.settings.bot.operators:
-            return True
-        # read fresh every time: a cached copy would let a demoted admin keep the right
-        authority = await self.port.room_authority(room_id)
-        return authority is not None and is_room_admin(authority, user_id)
-
-    async def _help(self, command: Command, message: TextMessage, lang: str) -> str:
-        return say(lang, "cmd.help", prefix=self.prefix)
+    def specs(self) -> list[CommandSpec]:
+        return [
+            CommandSpec(
+                "prompt",
+                self._prompt,
+                (
+                    HelpLine(
+                        "show", "afficher les consignes du salon", "show the room's instructions"
+                    ),
+                    HelpLine(
+                        "set <texte>",
+                        "changer les consignes",
+                        "change the instructions",
+                        admin=True,
+                        usage_en="set <text>",
+                    ),
+                    HelpLine(
+                        "reset",
+                        "revenir aux consignes par défaut",
+                        "back to the default instructions",
+                        True,
+                    ),
+                    HelpLine(
+                        "history",
+                        "versions précédentes des consignes",
+                        "earlier versions of the instructions",
+                    ),
+                ),
+                admin_actions=frozenset({"set", "reset"}),
+            ),
+            CommandSpec(
+                "mode",
+                self._mode,
+                (
+                    HelpLine(
+                        "mention|all",
+                        "répondre seulement aux mentions, ou à tout",
+                        "answer mentions only, or everything",
+                    ),
+                ),
+                Who.ADMIN,
+            ),
+            CommandSpec(
+                "lang",
+                self._lang,
+                (
+                    HelpLine(
+                        "fr|en", "langue du bot dans ce salon", "the bot's language in this room"
+                    ),
+                ),
+                Who.ADMIN,
+            ),
+            CommandSpec(
+                "reset",
+                self._reset,
+                (
+                    HelpLine(
+                        "",
+                        "oublier la conversation en cours (message direct)",
+                        "forget the current conversation (direct messages)",
+                    ),
+                ),
+            ),
+        ]
 
     async def _prompt(self, command: Command, message: TextMessage, lang: str) -> str:
-        action = command.args[0] if command.args else "show"
+        action = command.action or "show"
         room_id, sender = message.room_id, message.sender
         if action == "show":
             return await self._show_prompt(room_id, lang)
         if action == "history":
             return await self._history(room_id, lang)
-        if action not in ("set", "reset"):
-            return say(lang, "cmd.prompt.usage", prefix=self.prefix)
-        if not await self.is_admin(room_id, sender):
-            return say(lang, "cmd.not_admin")
         if action == "reset":
             version = await self.store.add_prompt(room_id, None, sender, now_ms())
             log.info("prompt of %s reset to default by %s (v%d)", room_id, sender, version)
             return say(lang, "cmd.prompt.reset", version=version)
+        if action != "set":
+            return say(lang, "cmd.prompt.usage", prefix=self.prefix)
         text = command.rest[len("set") :].strip()
         if not text:
             return say(lang, "cmd.prompt.empty", prefix=self.prefix)
@@ -133,22 +133,16 @@ class Commands:
         return say(lang, "cmd.prompt.history", lines="\n".join(lines))
 
     async def _mode(self, command: Command, message: TextMessage, lang: str) -> str:
-        refusal = await admin_choice(
-            command, message, lang, ("mention", "all"), "cmd.mode.usage", self.prefix, self.is_admin
-        )
-        if refusal:
-            return refusal
-        await self.store.set_room(message.room_id, mode=command.args[0])
-        return say(lang, "cmd.mode.set", mode=command.args[0])
+        if command.action not in ("mention", "all"):
+            return say(lang, "cmd.mode.usage", prefix=self.prefix)
+        await self.store.set_room(message.room_id, mode=command.action)
+        return say(lang, "cmd.mode.set", mode=command.action)
 
     async def _lang(self, command: Command, message: TextMessage, lang: str) -> str:
-        refusal = await admin_choice(
-            command, message, lang, ("fr", "en"), "cmd.lang.usage", self.prefix, self.is_admin
-        )
-        if refusal:
-            return refusal
-        await self.store.set_room(message.room_id, lang=command.args[0])
-        return say(command.args[0], "cmd.lang.set")
+        if command.action not in ("fr", "en"):
+            return say(lang, "cmd.lang.usage", prefix=self.prefix)
+        await self.store.set_room(message.room_id, lang=command.action)
+        return say(command.action, "cmd.lang.set")
 
     async def _reset(self, command: Command, message: TextMessage, lang: str) -> str:
         await self.store.set_room(message.room_id, dm_reset_at=message.ts)

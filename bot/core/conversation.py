@@ -11,7 +11,9 @@ from typing import Any
 from bot.config import Settings
 from bot.core.answering import Answerer
 from bot.core.clock import now_ms
-from bot.core.commands import Command, Commands, parse_command
+from bot.core.command_registry import Command, CommandRegistry, RoomAdmins, parse_command
+from bot.core.commands import RoomCommands
+from bot.core.data_commands import DataCommands
 from bot.core.edits import parse_edit
 from bot.core.events import TextMessage, parse_message, parse_reaction, parse_redaction
 from bot.core.fair_use import SlidingLimit, Verdict
@@ -44,7 +46,11 @@ class Relay:
         self.metrics = Metrics()
         self.port: ChatPort = CountingPort(port, self.metrics)  # type: ignore[assignment]
         self.prompts = prompts
-        self.commands = Commands(settings, store, self.port, prompts, self.regenerate)
+        prefix = settings.bot.command_prefix
+        self.commands = CommandRegistry(prefix, RoomAdmins(settings.bot.operators, self.port))
+        self.data_commands = DataCommands(settings, store, self.regenerate)
+        self.commands.add(*RoomCommands(prefix, store, prompts).specs())
+        self.commands.add(*self.data_commands.specs())
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
         self.history = History(settings.bot, store, self.port)
         self.answerer = Answerer(
@@ -278,7 +284,7 @@ class Relay:
                 room_id, reaction.event_id, now_ms()
             )
             if claimed:
-                reply = await self.commands.data.record_consent(
+                reply = await self.data_commands.record_consent(
                     reaction.sender, room_id, self._lang(room), reaction.event_id
                 )
                 self._spawn(self._notice(room_id, reply, reaction.target), name="consent")

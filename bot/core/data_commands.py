@@ -4,32 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from bot.core.clock import date_text, now_ms
+from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
 from bot.storage.store import AnswerRow, Store
 from bot.texts import say
 
-if TYPE_CHECKING:
-    from bot.core.commands import Command
-
 log = logging.getLogger(__name__)
 # (answer, who asks) -> the notice to give instead of a new answer, or ""
 Regenerate = Callable[[AnswerRow, str], Awaitable[str]]
-IsAdmin = Callable[[str, str], Awaitable[bool]]
 MAX_CORRECTION_CHARS = 8000
 
 
 class DataCommands:
-    def __init__(
-        self, settings: Settings, store: Store, regenerate: Regenerate, is_admin: IsAdmin
-    ) -> None:
+    def __init__(self, settings: Settings, store: Store, regenerate: Regenerate) -> None:
         self.settings = settings
         self.store = store
         self.regenerate = regenerate
-        self.is_admin = is_admin
 
     @property
     def prefix(self) -> str:
@@ -39,15 +32,70 @@ class DataCommands:
     def collecting(self) -> bool:
         return self.settings.data.collection != "off"
 
-    def handlers(self) -> dict[str, Callable[[Command, TextMessage, str], Awaitable[str]]]:
-        return {
-            "consent": self.consent,
-            "forget": self.forget,
-            "correct": self.correct,
-            "retry": self.retry,
-            "stats": self.stats,
-            "collect": self.collect,
-        }
+    def specs(self) -> list[CommandSpec]:
+        return [
+            CommandSpec(
+                "consent",
+                self.consent,
+                (
+                    HelpLine(
+                        "yes|no|status",
+                        "accord pour les données d'entraînement",
+                        "consent for training data",
+                    ),
+                ),
+            ),
+            CommandSpec(
+                "forget",
+                self.forget,
+                (
+                    HelpLine(
+                        "me", "effacer tout ce qui vous concerne", "erase everything about you"
+                    ),
+                ),
+            ),
+            CommandSpec(
+                "correct",
+                self.correct,
+                (
+                    HelpLine(
+                        "<texte>",
+                        "corriger une de mes réponses (en y répondant)",
+                        "correct one of my answers (as a reply to it)",
+                        usage_en="<text>",
+                    ),
+                ),
+            ),
+            CommandSpec(
+                "retry",
+                self.retry,
+                (
+                    HelpLine(
+                        "",
+                        "une autre réponse (en répondant à la mienne)",
+                        "another answer (as a reply to mine)",
+                    ),
+                ),
+            ),
+            CommandSpec(
+                "stats",
+                self.stats,
+                (HelpLine("", "statistiques", "statistics"),),
+                Who.ADMIN,
+            ),
+            CommandSpec(
+                "collect",
+                self.collect,
+                (
+                    HelpLine(
+                        "on|off",
+                        "collecte des données dans ce salon",
+                        "data collection in this room",
+                    ),
+                ),
+                Who.ADMIN,
+            ),
+        ]
 
     async def record_consent(
         self, user_id: str, room_id: str, lang: str, reaction_id: str | None = None
@@ -126,8 +174,6 @@ class DataCommands:
 
     async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
         operator = message.sender in self.settings.bot.operators
-        if not await self.is_admin(message.room_id, message.sender):
-            return say(lang, "cmd.not_admin")
         rows = await self.store.stats(None if operator else message.room_id)
         if not rows:
             return say(lang, "cmd.stats.empty")
@@ -152,27 +198,7 @@ class DataCommands:
         return say(lang, "cmd.stats", lines="\n".join(lines))
 
     async def collect(self, command: Command, message: TextMessage, lang: str) -> str:
-        refusal = await admin_choice(
-            command, message, lang, ("on", "off"), "cmd.collect.usage", self.prefix, self.is_admin
-        )
-        if refusal:
-            return refusal
-        await self.store.set_room(message.room_id, collection=int(command.args[0] == "on"))
-        return say(lang, "cmd.collect.set", state=command.args[0])
-
-
-async def admin_choice(
-    command: Command,
-    message: TextMessage,
-    lang: str,
-    choices: tuple[str, ...],
-    usage: str,
-    prefix: str,
-    is_admin: IsAdmin,
-) -> str | None:
-    """The refusal for a room setting (bad choice, or not a room admin); None when allowed."""
-    if not command.args or command.args[0] not in choices:
-        return say(lang, usage, prefix=prefix)
-    if not await is_admin(message.room_id, message.sender):
-        return say(lang, "cmd.not_admin")
-    return None
+        if command.action not in ("on", "off"):
+            return say(lang, "cmd.collect.usage", prefix=self.prefix)
+        await self.store.set_room(message.room_id, collection=int(command.action == "on"))
+        return say(lang, "cmd.collect.set", state=command.action)
