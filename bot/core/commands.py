@@ -13,6 +13,26 @@ from bot.texts import PromptTexts, say
 log = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 8000
 
+PROMPT_HELP = (
+    HelpLine("show", "afficher les consignes du salon", "show the room's instructions"),
+    HelpLine("set <texte>", "changer les consignes", "change the instructions", admin=True,
+             usage_en="set <text>"),
+    HelpLine("reset", "revenir aux consignes par défaut", "back to the default instructions",
+             admin=True),
+    HelpLine("history", "versions précédentes des consignes",
+             "earlier versions of the instructions"),
+)  # fmt: skip
+PROMPT_ADMIN_ACTIONS = frozenset({"set", "reset"})
+MODE_HELP = (
+    HelpLine("mention|all", "répondre seulement aux mentions, ou à tout",
+             "answer mentions only, or everything"),
+)  # fmt: skip
+LANG_HELP = (HelpLine("fr|en", "langue du bot dans ce salon", "the bot's language in this room"),)
+RESET_HELP = (
+    HelpLine("", "oublier la conversation en cours (message direct)",
+             "forget the current conversation (direct messages)"),
+)  # fmt: skip
+
 
 class RoomCommands:
     def __init__(self, prefix: str, store: Store, prompts: PromptTexts) -> None:
@@ -22,67 +42,10 @@ class RoomCommands:
 
     def specs(self) -> list[CommandSpec]:
         return [
-            CommandSpec(
-                "prompt",
-                self._prompt,
-                (
-                    HelpLine(
-                        "show", "afficher les consignes du salon", "show the room's instructions"
-                    ),
-                    HelpLine(
-                        "set <texte>",
-                        "changer les consignes",
-                        "change the instructions",
-                        admin=True,
-                        usage_en="set <text>",
-                    ),
-                    HelpLine(
-                        "reset",
-                        "revenir aux consignes par défaut",
-                        "back to the default instructions",
-                        True,
-                    ),
-                    HelpLine(
-                        "history",
-                        "versions précédentes des consignes",
-                        "earlier versions of the instructions",
-                    ),
-                ),
-                admin_actions=frozenset({"set", "reset"}),
-            ),
-            CommandSpec(
-                "mode",
-                self._mode,
-                (
-                    HelpLine(
-                        "mention|all",
-                        "répondre seulement aux mentions, ou à tout",
-                        "answer mentions only, or everything",
-                    ),
-                ),
-                Who.ADMIN,
-            ),
-            CommandSpec(
-                "lang",
-                self._lang,
-                (
-                    HelpLine(
-                        "fr|en", "langue du bot dans ce salon", "the bot's language in this room"
-                    ),
-                ),
-                Who.ADMIN,
-            ),
-            CommandSpec(
-                "reset",
-                self._reset,
-                (
-                    HelpLine(
-                        "",
-                        "oublier la conversation en cours (message direct)",
-                        "forget the current conversation (direct messages)",
-                    ),
-                ),
-            ),
+            CommandSpec("prompt", self._prompt, PROMPT_HELP, admin_actions=PROMPT_ADMIN_ACTIONS),
+            CommandSpec("mode", self._mode, MODE_HELP, Who.ADMIN),
+            CommandSpec("lang", self._lang, LANG_HELP, Who.ADMIN),
+            CommandSpec("reset", self._reset, RESET_HELP),
         ]
 
     async def _prompt(self, command: Command, message: TextMessage, lang: str) -> str:

@@ -17,6 +17,24 @@ log = logging.getLogger(__name__)
 Regenerate = Callable[[AnswerRow, str], Awaitable[str]]
 MAX_CORRECTION_CHARS = 8000
 
+CONSENT_HELP = (
+    HelpLine("yes|no|status", "accord pour les données d'entraînement",
+             "consent for training data"),
+)  # fmt: skip
+FORGET_HELP = (HelpLine("me", "effacer tout ce qui vous concerne", "erase everything about you"),)
+CORRECT_HELP = (
+    HelpLine("<texte>", "corriger une de mes réponses (en y répondant)",
+             "correct one of my answers (as a reply to it)", usage_en="<text>"),
+)  # fmt: skip
+RETRY_HELP = (
+    HelpLine("", "une autre réponse (en répondant à la mienne)",
+             "another answer (as a reply to mine)"),
+)  # fmt: skip
+STATS_HELP = (HelpLine("", "statistiques", "statistics"),)
+COLLECT_HELP = (
+    HelpLine("on|off", "collecte des données dans ce salon", "data collection in this room"),
+)
+
 
 class DataCommands:
     def __init__(self, settings: Settings, store: Store, regenerate: Regenerate) -> None:
@@ -34,67 +52,12 @@ class DataCommands:
 
     def specs(self) -> list[CommandSpec]:
         return [
-            CommandSpec(
-                "consent",
-                self.consent,
-                (
-                    HelpLine(
-                        "yes|no|status",
-                        "accord pour les données d'entraînement",
-                        "consent for training data",
-                    ),
-                ),
-            ),
-            CommandSpec(
-                "forget",
-                self.forget,
-                (
-                    HelpLine(
-                        "me", "effacer tout ce qui vous concerne", "erase everything about you"
-                    ),
-                ),
-            ),
-            CommandSpec(
-                "correct",
-                self.correct,
-                (
-                    HelpLine(
-                        "<texte>",
-                        "corriger une de mes réponses (en y répondant)",
-                        "correct one of my answers (as a reply to it)",
-                        usage_en="<text>",
-                    ),
-                ),
-            ),
-            CommandSpec(
-                "retry",
-                self.retry,
-                (
-                    HelpLine(
-                        "",
-                        "une autre réponse (en répondant à la mienne)",
-                        "another answer (as a reply to mine)",
-                    ),
-                ),
-            ),
-            CommandSpec(
-                "stats",
-                self.stats,
-                (HelpLine("", "statistiques", "statistics"),),
-                Who.ADMIN,
-            ),
-            CommandSpec(
-                "collect",
-                self.collect,
-                (
-                    HelpLine(
-                        "on|off",
-                        "collecte des données dans ce salon",
-                        "data collection in this room",
-                    ),
-                ),
-                Who.ADMIN,
-            ),
+            CommandSpec("consent", self.consent, CONSENT_HELP),
+            CommandSpec("forget", self.forget, FORGET_HELP),
+            CommandSpec("correct", self.correct, CORRECT_HELP),
+            CommandSpec("retry", self.retry, RETRY_HELP),
+            CommandSpec("stats", self.stats, STATS_HELP, Who.ADMIN),
+            CommandSpec("collect", self.collect, COLLECT_HELP, Who.ADMIN),
         ]
 
     async def record_consent(
