@@ -168,7 +168,7 @@ def main() -> None:
         config.write_text(
             f'data_dir = "{data_dir}"\n[matrix]\nhomeserver = "http://127.0.0.1:1"\n'
             f'user_id = "{BOT}"\npassword = "unused"\n'
-            '[data]\npseudonym_secret = "bench-secret"\n'
+            '[data]\npseudonym_secret = "bench-secret-of-at-least-32-characters"\n'
         )
         print(f"## {time.strftime('%Y-%m-%d')}: export of {args.votes:,} votes\n")
         print(

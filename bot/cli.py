@@ -139,6 +139,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
+    import sqlite3
+
     from bot.export.writer import ExportError, ExportRequest, export, progress_stream
 
     request = ExportRequest(args.format, args.out, args.since, args.room)
@@ -147,6 +149,9 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"lucie-bot: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:  # a damaged or foreign file where the database should be
+        print(f"lucie-bot: cannot read the database: {exc}", file=sys.stderr)
+        return 1
     if progress_stream() is None:
         print(f"{count} rows written to {args.out}")
     return 0

@@ -143,6 +143,18 @@ class BotSettings(BaseModel):
     prompts_dir: Path | None = Field(
         default=None, description="Folder with system.<lang>.md and join_notice.<lang>.md"
     )
+    fair_use_window_s: float = Field(
+        default=600.0, gt=0, description="The sliding window of the per-person limits below"
+    )
+    questions_per_person: int = Field(
+        default=20, ge=0, description="Questions one person may ask per window (0: no limit)"
+    )
+    regenerations_per_person: int = Field(
+        default=10, ge=0, description="Regenerations one person may ask per window (0: no limit)"
+    )
+    max_answers_per_question: int = Field(
+        default=5, ge=1, description="Answers one question may get, regenerations included"
+    )
 
 
 DEFAULT_REASONS = {
@@ -154,6 +166,10 @@ DEFAULT_REASONS = {
 }
 
 
+# A short key can be guessed, and a guessed key turns every pseudonymous id back into a person.
+MIN_PSEUDONYM_SECRET = 32
+
+
 class DataSettings(BaseModel):
     """Training data: what is collected, on what terms, and how exports are pseudonymised."""
 
@@ -163,7 +179,9 @@ class DataSettings(BaseModel):
     notice_version: int = Field(default=1, ge=1, description="Raise when the consent text changes")
     licence: str = "CC-BY-4.0"
     pseudonym_secret: SecretStr | None = Field(
-        default=None, description="Keys the pseudonymous ids in exports; keep it stable and secret"
+        default=None,
+        description=f"Keys the pseudonymous ids in exports; stable, secret, at least"
+        f" {MIN_PSEUDONYM_SECRET} characters (exports refuse a shorter one)",
     )
     scrub: bool = Field(
         default=True, description="Replace e-mails, phones, Matrix ids and URLs in exported texts"
@@ -177,12 +195,19 @@ class OpsSettings(BaseModel):
     enabled: bool = True
     host: str = Field(default="127.0.0.1", description="Loopback by default: not for the world")
     port: int = Field(default=9108, ge=1, le=65535)
+    health_cache_s: float = Field(
+        default=5.0,
+        ge=1,
+        description="/healthz probes the database and model servers at most this often",
+    )
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        # docker compose's ${VAR:-} passes unset variables as "": they must not blank the file
+        env_ignore_empty=True,
         extra="forbid",
     )
 

@@ -138,3 +138,62 @@ def test_config_error_type_is_raised_in_process(tmp_path):
     bad.write_text("[matrix]\nhomeserver = 'http://h'\n")
     with pytest.raises(ConfigError, match=r"matrix\.user_id"):
         load_settings(bad)
+
+
+MATRIX = "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n"
+LONG_SECRET = "k" * 32
+
+
+def test_empty_environment_variables_never_blank_the_file(monkeypatch, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(MATRIX + f"[data]\npseudonym_secret = '{LONG_SECRET}'\n")
+    # what docker compose passes for ${VAR:-} when VAR is unset
+    monkeypatch.setenv("LUCIE_BOT_DATA__PSEUDONYM_SECRET", "")
+    monkeypatch.setenv("LUCIE_BOT_MATRIX__PASSWORD", "")
+    settings = load_settings(config)
+    assert settings.data.pseudonym_secret.get_secret_value() == LONG_SECRET
+    assert settings.matrix.password.get_secret_value() == "p"
+
+
+@pytest.mark.parametrize(
+    ("toml_secret", "env"),
+    [
+        (None, {}),  # never set
+        ("", {}),
+        ("test-pseudonym-secret", {}),  # 21 characters
+        (" " * 40, {}),  # blank is no secret
+        ("k" * 31, {}),
+        (None, {"LUCIE_BOT_DATA__PSEUDONYM_SECRET": "short"}),
+    ],
+)
+def test_export_refuses_a_missing_or_short_pseudonym_secret(tmp_path, toml_secret, env):
+    data = f"[data]\npseudonym_secret = '{toml_secret}'\n" if toml_secret is not None else ""
+    config = tmp_path / "config.toml"
+    config.write_text(f"data_dir = '{tmp_path}'\n" + MATRIX + data)
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "export", "--config", str(config), "--format", "sft", "--out", str(out), env=env
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "data.pseudonym_secret" in lines[0] and "at least 32 characters" in lines[0]
+    assert not out.exists()
+
+
+def test_export_takes_the_files_secret_when_compose_passes_an_empty_variable(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f"data_dir = '{tmp_path}'\n" + MATRIX + f"[data]\npseudonym_secret = '{LONG_SECRET}'\n"
+    )
+    out = tmp_path / "out.jsonl"
+    result = run_cli(
+        "export", "--config", str(config), "--format", "sft", "--out", str(out),
+        env={"LUCIE_BOT_DATA__PSEUDONYM_SECRET": ""},
+    )  # fmt: skip
+    assert result.returncode == 2
+    # past the secret: the next check is the database, absent from this empty folder
+    assert (
+        result.stderr.strip() == f"lucie-bot: no database at {tmp_path}/lucie-bot.sqlite3:"
+        " check data_dir"
+    )

@@ -8,12 +8,17 @@ import pty
 import stat
 import subprocess
 import sys
+import tomllib
+
+import tomli_w
 
 from tests.conftest import invite_bot
 from tests.support.fake_llm import Behaviour
 from tests.support.matrix_user import answer_to, eventually, final_answer, notices
 
 CONSENT_TITLE = "Données d'entraînement"
+# exports refuse a secret shorter than 32 characters
+SECRET = {"pseudonym_secret": "e2e-pseudonym-secret-0123456789abcdef"}
 
 
 def export_on_a_terminal(config, out) -> tuple[bytes, str]:
@@ -38,7 +43,7 @@ def rows(path):
 async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     make_user, start_bot, llm, tmp_path
 ):
-    bot = start_bot()
+    bot = start_bot(data=SECRET)
     alice = await make_user("alice")  # consents by command, room admin
     bob = await make_user("bob")  # consents with ✅ on the notice
     carol = await make_user("carol")  # never consents
@@ -250,7 +255,7 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
 
 
 async def test_collection_switches_filters_and_export_errors(make_user, start_bot, llm, tmp_path):
-    off = start_bot(data={"collection": "off"})
+    off = start_bot(data={**SECRET, "collection": "off"})
     alice = await make_user("alice")
     room = await invite_bot(alice, off)
     await alice.send(room, "!lucie consent yes")
@@ -263,7 +268,7 @@ async def test_collection_switches_filters_and_export_errors(make_user, start_bo
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "collection is off" in result.stderr
 
-    bot = start_bot()
+    bot = start_bot(data=SECRET)
     kept, closed = await invite_bot(alice, bot), await invite_bot(alice, bot)
     await alice.send(kept, "!lucie consent yes")
     for target in (kept, closed):
@@ -326,3 +331,61 @@ async def _with(query, event_id):
     """The query's row once it is the one made by this event."""
     row = await query()
     return row if row and row["source_event_id"] == event_id else None
+
+
+async def test_votes_once_collection_pauses_notice_versions_and_tchap_names(
+    make_user, start_bot, llm, tmp_path
+):
+    bot = start_bot(data=SECRET)
+    jeanne = await make_user("jeanne")
+    bob = await make_user("bob")
+    await jeanne.client.set_displayname("Jeanne Dupont [Intérieur]")
+    room = await invite_bot(jeanne, bot)
+    await jeanne.client.room_invite(room, bob.user_id)
+    await bob.join(room)
+    for person in (jeanne, bob):
+        await person.send(room, "!lucie consent yes")
+
+    async def ask(text):
+        question = await jeanne.send(room, f"Lucie, {text}", mentions=[bot.user_id])
+        await jeanne.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question))
+        return answer_to(jeanne.events[room], bot.user_id, question)["event_id"]
+
+    async def said(fragment):
+        return await jeanne.wait_for(
+            room, lambda ev: [n for n in notices(ev, bot.user_id) if fragment in n]
+        )
+
+    kept = await ask("je suis Jeanne Dupont, Dupont pour les intimes.")
+    for key in ("\U0001f44d", "\U0001f44d\ufe0f", "\U0001f44d\U0001f3fd"):  # one opinion
+        await jeanne.react(room, kept, key)
+    await bob.react(room, kept, "\U0001f44e")
+    await bob.react(room, kept, "\U0001f44d")  # bob changes his mind: his latest vote stands
+    await jeanne.send(room, "!lucie collect off")
+    await said(": off.")
+    paused = await ask("question pendant la pause")
+    await jeanne.send(room, "!lucie collect on")
+    await said(": on.")
+    await jeanne.react(room, paused, "\U0001f44d")
+
+    async def all_votes():
+        return len(await bot.query("SELECT 1 FROM votes")) == 6
+
+    assert await eventually(all_votes)
+    out = tmp_path / "kto.jsonl"
+    result = bot.export("kto", out)
+    assert result.returncode == 0, result.stderr
+    (row,) = rows(out)  # the answer made while collection was off is never exported
+    assert row["label"] is True and len(row["metadata"]["rater_ids"]) == 2
+    text = out.read_text(encoding="utf-8")
+    for leaked in ("Jeanne", "Dupont", "jeanne", "pendant la pause"):
+        assert leaked not in text, leaked
+    assert bot.export("oasst", out).returncode == 0
+    (tree,) = rows(out)
+    assert tree["prompt"]["replies"][0]["review_count"] == 2
+
+    # a new consent notice: consents given to the old one no longer count
+    config = tomllib.loads(bot.config_path.read_text(encoding="utf-8"))
+    config["data"]["notice_version"] = 2
+    bot.config_path.write_text(tomli_w.dumps(config), encoding="utf-8")
+    assert bot.export("kto", out).returncode == 0 and rows(out) == []

@@ -120,9 +120,11 @@ async def test_a_raised_notice_version_asks_consent_again(make_user, start_bot):
     bot.start()
     again = await alice.wait_for(
         room,
-        lambda ev: (found := [t for t in notices(ev, bot.user_id) if CONSENT_TITLE in t])
-        and len(found) >= 2
-        and found,
+        lambda ev: (
+            (found := [t for t in notices(ev, bot.user_id) if CONSENT_TITLE in t])
+            and len(found) >= 2
+            and found
+        ),
         within=60,
     )
     assert len(again) == 2
@@ -150,8 +152,7 @@ async def test_forget_me_while_an_answer_streams_stays_forgotten(make_user, star
     await alice.send(dm, "!lucie forget me")
     await alice.wait_for(dm, lambda ev: final_answer(ev, bot.user_id, asked), within=60)
     rows = await bot.settled(
-        "SELECT status, text, request_messages, erased_at FROM answers "
-        "WHERE question_event_id = ?",
+        "SELECT status, text, request_messages, erased_at FROM answers WHERE question_event_id = ?",
         asked,
     )
     assert rows[0]["erased_at"] is not None

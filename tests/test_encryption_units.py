@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
+from typing import Any
 
 import aiosqlite
+import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bot.matrix.cross_signing import CrossSigningError, Identity, key_of, public_key, sign, verify
+from bot.matrix.cross_signing import (
+    CrossSigning,
+    CrossSigningError,
+    Identity,
+    key_of,
+    public_key,
+    sign,
+    signable,
+    unpadded_b64,
+    verify,
+)
 from bot.matrix.device_store import StoreProblem, check_store, retire, store_file
 
 USER = "@lucie:example.org"
@@ -121,3 +137,147 @@ def test_backup_session_data_round_trip_and_tampering(tmp_path):
     other, _ = load_or_create_key(tmp_path / "other.json")
     with pytest.raises(ValueError):
         decrypt_session(other, sealed)  # only the backup's key opens it
+
+
+class Device:
+    """A device's identity keys, as its Olm account holds them, and its self-signed key object."""
+
+    def __init__(self, device_id: str = "DEV") -> None:
+        self.device_id = device_id
+        self.signing = Ed25519PrivateKey.generate()
+        curve = (
+            X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
+        self.keys = {"curve25519": unpadded_b64(curve), "ed25519": public_key(self.signing)}
+
+    def published(self, **changes: Any) -> dict[str, Any]:
+        device = {
+            "user_id": USER,
+            "device_id": self.device_id,
+            "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+            "keys": {f"{kind}:{self.device_id}": key for kind, key in self.keys.items()},
+            **changes,
+        }
+        signature = unpadded_b64(self.signing.sign(signable(device)))
+        return {**device, "signatures": {USER: {f"ed25519:{self.device_id}": signature}}}
+
+
+def key_service(answer: dict[str, Any], own_keys: dict[str, str], paths: list[str]) -> Any:
+    """A CrossSigning whose homeserver answers /keys/query with `answer`, accepts uploads and
+    notes every path it is asked."""
+    uploads: list[dict[str, Any]] = []
+
+    def homeserver(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path.endswith("/keys/query"):
+            return httpx.Response(200, json=answer)
+        if request.url.path.endswith("/keys/signatures/upload"):
+            uploads.append(json.loads(request.content))
+            return httpx.Response(200, json={"failures": {}})
+        if request.url.path.endswith("/keys/device_signing/upload"):
+            return httpx.Response(200, json={})
+        return httpx.Response(404, json={"errcode": "M_UNRECOGNIZED"})
+
+    service = CrossSigning("http://hs.invalid", USER, "DEV", "token", None)
+    service.own_keys = own_keys  # as the running bot gives them, from its Olm account
+    service.http = httpx.AsyncClient(
+        base_url="http://hs.invalid/_matrix/client/v3", transport=httpx.MockTransport(homeserver)
+    )
+    return service, uploads
+
+
+async def sign_what_the_server_returns(
+    answer: dict[str, Any], own_keys: dict[str, str]
+) -> tuple[list[dict[str, Any]], str | None, Identity]:
+    """Run the device signing against a homeserver answering /keys/query with `answer`; return
+    the signature uploads it made, its refusal if any, and the identity used."""
+    service, uploads = key_service(answer, own_keys, [])
+    identity = Identity.generate()
+    refusal = None
+    try:
+        await service.sign_device(identity, await service.published_keys())
+    except CrossSigningError as exc:
+        refusal = str(exc)
+    finally:
+        await service.aclose()
+    return uploads, refusal, identity
+
+
+def keys_answer(device: dict[str, Any]) -> dict[str, Any]:
+    return {"device_keys": {USER: {"DEV": device}}}
+
+
+async def test_the_bot_signs_its_own_device_keys():
+    own = Device()
+    uploads, refusal, identity = await sign_what_the_server_returns(
+        keys_answer(own.published()), own.keys
+    )
+    assert refusal is None and len(uploads) == 1
+    signed = uploads[0][USER]["DEV"]
+    assert verify(signed, USER, public_key(identity.self_signing))
+    assert verify(signed, USER, own.keys["ed25519"], "DEV")  # its own signature kept
+
+
+async def test_forged_device_keys_from_the_homeserver_are_never_signed():
+    own, stranger = Device(), Device()
+    half = Device()
+    half.keys = {**own.keys, "curve25519": stranger.keys["curve25519"]}
+    half.signing = own.signing  # own signing key, but another curve25519 key
+    unsigned = own.published()
+    del unsigned["signatures"]
+    tampered = own.published()
+    tampered["algorithms"] = ["m.olm.v1.curve25519-aes-sha2"]  # changed after it was signed
+    forged_answers = {
+        "a stranger's keys under the bot's device id": stranger.published(),
+        "another curve25519 key": half.published(),
+        "no self-signature": unsigned,
+        "a broken self-signature": tampered,
+        "another user's device": own.published(user_id="@mallory:example.org"),
+        "one key more": own.published(keys={**own.published()["keys"], "ed25519:X": "AAAA"}),
+    }
+    for case, device in forged_answers.items():
+        uploads, refusal, _ = await sign_what_the_server_returns(keys_answer(device), own.keys)
+        assert uploads == [], case
+        assert refusal is not None and refusal.startswith("device DEV not signed"), case
+        assert "\n" not in refusal, case
+
+
+async def test_a_forged_answer_stops_cross_signing_before_any_upload(tmp_path):
+    own, stranger = Device(), Device()
+    paths: list[str] = []
+    service, uploads = key_service(keys_answer(stranger.published()), own.keys, paths)
+    try:
+        with pytest.raises(CrossSigningError, match="not those of the local Olm account"):
+            await service.ensure(tmp_path / "cross-signing.json")
+    finally:
+        await service.aclose()
+    assert [path.rsplit("/v3", 1)[1] for path in paths] == ["/keys/query"]  # nothing uploaded
+    assert uploads == [] and not (tmp_path / "cross-signing.json").exists()
+    service, uploads = key_service(keys_answer(own.published()), own.keys, paths)
+    try:
+        master = await service.ensure(tmp_path / "cross-signing.json")
+    finally:
+        await service.aclose()
+    assert len(uploads) == 1 and Identity.load(tmp_path / "cross-signing.json") is not None
+    assert public_key(Identity.load(tmp_path / "cross-signing.json").master) == master
+
+
+def test_stored_own_keys_read_the_olm_account_and_fail_quietly(tmp_path):
+    from nio.crypto import OlmAccount
+
+    from bot.matrix.cross_signing import stored_own_keys
+
+    assert stored_own_keys(tmp_path, USER, "DEV") is None  # no store, no key
+    account = OlmAccount()
+    (tmp_path / "crypto").mkdir()
+    (tmp_path / "crypto.key").write_text("pickle-key\n")
+    store = store_file(tmp_path / "crypto", USER, "DEV")
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE accounts (account BLOB, user_id TEXT, device_id TEXT, shared INT)")
+        db.execute(
+            "INSERT INTO accounts VALUES (?, ?, 'DEV', 1)", (account.pickle("pickle-key"), USER)
+        )
+    db.close()
+    assert stored_own_keys(tmp_path, USER, "DEV") == account.identity_keys
+    (tmp_path / "crypto.key").write_text("another key")
+    assert stored_own_keys(tmp_path, USER, "DEV") is None

@@ -1,20 +1,26 @@
-"""Pseudonymous ids and text scrubbing for exported rows."""
+"""Pseudonymous ids, name masking and text scrubbing for exported rows.
+
+Every expression here runs on texts people wrote, so none may backtrack: each scan is linear in
+the text's length whatever it holds (possessive quantifiers, and a look-behind so that a failed
+match is not tried again from inside the same run of characters).
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
+import unicodedata
 
 # Order matters: Matrix ids and URLs before e-mails, e-mails before phone numbers.
 _PATTERNS = [
     (re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE), "<URL>"),
-    (re.compile(r"[@!#$][\w.=\-/+]+:[\w.\-]+(?::\d+)?"), "<MATRIX_ID>"),
-    (re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+"), "<EMAIL>"),
-    (
-        re.compile(r"(?<!\w)(?:\+\d{1,3}[ .\-]?)?(?:\(?\d{1,4}\)?[ .\-]?){2,5}\d{2,4}(?!\w)"),
-        "<PHONE>",
-    ),
+    (re.compile(r"[@!#$][\w.=\-/+]++:[\w.\-]++(?::\d++)?+"), "<MATRIX_ID>"),
+    (re.compile(r"(?<![\w.+\-])[\w.+\-]++@[\w\-]++(?:\.[\w\-]++)++"), "<EMAIL>"),
+    # digit groups with at most one separator between them; whether it is long enough to be a
+    # phone number is counted afterwards, not by nested repeats
+    (re.compile(r"(?<!\w)\+?+\(?+\d++\)?+(?:[ .\-]?+\(?+\d++\)?+)*+"), "<PHONE>"),
 ]
 _MIN_PHONE_DIGITS = 8
 
@@ -30,39 +36,90 @@ class Pseudonyms:
         return f"{kind}_{digest[:20]}"
 
 
+def person_names(user_id: str, display_name: str | None) -> set[str]:
+    """What a person may be called in a text: their display name, with and without a Tchap
+    "[Ministère]" suffix, its words, and the names their user id is made of."""
+    localpart = user_id[1:].split(":", 1)[0]
+    names = {localpart, *_localpart_names(localpart)}
+    if display_name:
+        names.add(display_name)
+        bare = _without_suffix(display_name)
+        names.add(bare)
+        for word in bare.split():
+            names.add(word)
+            names.update(word.split("-"))  # "Jean-Pierre" is also "Jean" and "Pierre"
+    return {name for name in names if name.strip()}
+
+
+def _without_suffix(name: str) -> str:
+    """ "Prénom Nom [Intérieur]" without its bracket (Tchap puts the ministry there)."""
+    stripped = name.rstrip()
+    for opening, closing in ("[]", "()"):
+        if stripped.endswith(closing) and opening in stripped:
+            return stripped[: stripped.rfind(opening)].strip()
+    return stripped
+
+
+def _localpart_names(localpart: str) -> set[str]:
+    """Tchap ids are e-mail addresses with "@" turned into "-": prenom.nom-interieur.gouv.fr.
+    The domain starts after the last "-" that only a domain follows; a hyphenated domain leaves
+    its first word with the person's, which then is masked too (more, never less)."""
+    person = localpart
+    cut = localpart.rfind("-")
+    if cut > 0 and _is_domain(localpart[cut + 1 :]):
+        person = localpart[:cut]
+    parts = [part for part in _LOCALPART_SEPARATORS.split(person) if part]
+    names = {person, *parts}
+    for word in parts:
+        names.update(word.split("-"))
+    if len(parts) > 1:  # prenom.nom is written "Prénom Nom" (accents and case are folded)
+        names.add(" ".join(parts))
+        names.add(" ".join(part.replace("-", " ") for part in parts))
+    return names
+
+
+_LOCALPART_SEPARATORS = re.compile(r"[._=/+]")
+
+
+def _is_domain(text: str) -> bool:
+    labels = text.split(".")
+    return len(labels) > 1 and all(label.isascii() and label.isalnum() for label in labels)
+
+
 class NameMask:
-    """People's display names and user-id localparts, replaced in every exported text: a model
-    told who speaks in a group room may repeat a name in its answer.
+    """People's names, replaced in every exported text: a model told who speaks in a group room
+    may repeat a name in its answer.
 
     Names are indexed by their first word, so a text is scanned once whatever the number of
-    people (a regular expression with thousands of alternatives is tried at every character)."""
+    people (a regular expression with thousands of alternatives is tried at every character).
+    Case and accents are folded, so "prenom.nom" in an id masks "Prénom Nom" in a text."""
 
     MIN_LENGTH = 3
 
     def __init__(self, names: set[str]) -> None:
         self._by_word: dict[str, list[tuple[int, str]]] = {}
         for name in names:
-            first = _WORD.search(name)
-            if len(name) < self.MIN_LENGTH or first is None:
+            folded = _fold(name.strip())
+            first = _WORD.search(folded)
+            if len(folded) < self.MIN_LENGTH or first is None:
                 continue
-            entry = (first.start(), name.lower())
-            self._by_word.setdefault(first.group(0).lower(), []).append(entry)
+            entries = self._by_word.setdefault(first.group(0), [])
+            if (first.start(), folded) not in entries:
+                entries.append((first.start(), folded))
         for entries in self._by_word.values():
             entries.sort(key=lambda entry: -len(entry[1]))  # the longest name wins
 
     def __call__(self, text: str) -> str:
         if not self._by_word:
             return text
-        lowered, spans, end = text.lower(), [], 0
-        if len(lowered) != len(text):  # "İ" lowers to two characters: keep offsets aligned
-            lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        for word in _WORD.finditer(lowered):
+        folded, spans, end = _fold(text), [], 0
+        for word in _WORD.finditer(folded):
             for offset, name in self._by_word.get(word.group(0), ()):
                 start = word.start() - offset
                 stop = start + len(name)
-                if start < end or not lowered.startswith(name, start):
+                if start < end or not folded.startswith(name, start):
                     continue
-                if _is_word(lowered, start - 1) or _is_word(lowered, stop):
+                if _is_word(folded, start - 1) or _is_word(folded, stop):
                     continue
                 spans.append((start, stop))
                 end = stop
@@ -79,6 +136,23 @@ class NameMask:
 _WORD = re.compile(r"\w+")
 
 
+def _fold(text: str) -> str:
+    """Lower case without accents, one character for one, so offsets stay those of text."""
+    if text.isascii():
+        return text.lower()
+    return "".join(_fold_char(c) for c in text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", char)
+    base = "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+    if len(base) == 1:
+        return base
+    lowered = char.lower()  # "İ" lowers to two characters, "ﬁ" decomposes to two
+    return lowered if len(lowered) == 1 else char
+
+
 def _is_word(text: str, index: int) -> bool:
     return 0 <= index < len(text) and (text[index].isalnum() or text[index] == "_")
 
@@ -93,8 +167,11 @@ def scrub(text: str) -> str:
 
 
 def _phone(match: re.Match[str]) -> str:
-    digits = sum(ch.isdigit() for ch in match.group(0))
-    return "<PHONE>" if digits >= _MIN_PHONE_DIGITS else match.group(0)
+    found = match.group(0)
+    # a closing bracket with no opening one in the number belongs to the sentence around it
+    tail = ")" if found.endswith(")") and found.count("(") < found.count(")") else ""
+    digits = sum(ch.isdigit() for ch in found)
+    return f"<PHONE>{tail}" if digits >= _MIN_PHONE_DIGITS else found
 
 
 def sha256(text: str) -> str:

@@ -1,24 +1,29 @@
 """Reading exportable answers from the database, a batch at a time, under the consent rules.
 
-An answer is exportable when it finished (complete or cut), was not erased, its room collects
-data, and every person whose words are in its context consented (in opt-in mode). Votes, labels
-and corrections count only from people who consented. A room's own system prompt is included only
-if the admin who wrote it consented; the default prompt always is.
+An answer is exportable when it finished (complete or cut), was not erased, was made while its
+room collected data and the room still does, and every person whose words are in its context
+consented to the notice in force (in opt-in mode). Votes, labels and corrections count only from
+people who consented, and one person's votes on an answer count once (their latest standing one).
+A room's own system prompt is included only if the admin who wrote it consented; the default
+prompt always is. Records are found by room and event id together: an event id alone may name
+an event of another room.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
 
 from bot.core.triggers import strip_bot_name
+from bot.export.privacy import person_names
 from bot.texts import PromptTexts
 
 BATCH = 500
+Key = tuple[str, str]  # (room id, event id)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,7 @@ class ExportSource:
         bot_id: str,
         bot_name: str | None,
         opt_in: bool,
+        notice_version: int,
     ) -> None:
         self.conn = conn
         self.prompts = prompts
@@ -74,11 +80,14 @@ class ExportSource:
         self.bot_id = bot_id
         self.bot_name = bot_name
         self.opt_in = opt_in
+        self.notice_version = notice_version
         self.consenting: set[str] = set()
         self.notice_versions: dict[str, int] = {}
         self._room_prompts: dict[tuple[str, int], tuple[str, bool]] = {}
 
     async def load_consents(self) -> None:
+        """People whose latest word is yes, to the notice in force: a "yes" to an older notice
+        agreed to other terms, so it waits for a new answer."""
         query = (
             "SELECT c.user_id, c.action, c.notice_version FROM consents c "
             "JOIN (SELECT user_id, MAX(id) AS id FROM consents GROUP BY user_id) latest "
@@ -86,19 +95,17 @@ class ExportSource:
         )
         async with self.conn.execute(query) as cursor:
             async for row in cursor:
-                if row["action"] == "yes":
+                if row["action"] == "yes" and row["notice_version"] >= self.notice_version:
                     self.consenting.add(row["user_id"])
                     self.notice_versions[row["user_id"]] = row["notice_version"]
 
     async def people_names(self) -> set[str]:
-        """Every display name and localpart the bot has stored, its own excepted."""
+        """Every name the people the bot has stored may go by, the bot's own excepted."""
         names: set[str] = set()
         query = "SELECT DISTINCT sender, sender_name FROM messages WHERE from_bot = 0"
         async with self.conn.execute(query) as cursor:
             async for row in cursor:
-                names.add(row["sender"][1:].split(":", 1)[0])
-                if row["sender_name"]:
-                    names.add(row["sender_name"])
+                names |= person_names(row["sender"], row["sender_name"])
         return names
 
     def may_use(self, user_id: str | None) -> bool:
@@ -113,7 +120,7 @@ class ExportSource:
         """Exportable answers grouped by question (siblings together), in a stable order."""
         group: list[Answer] = []
         async for answer in self._answers(since_ms, room):
-            if group and group[0].question_event_id != answer.question_event_id:
+            if group and _question(group[0]) != _question(answer):
                 yield group
                 group = []
             group.append(answer)
@@ -125,8 +132,8 @@ class ExportSource:
             "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
             "WHERE a.status IN ('complete', 'cut') AND a.erased_at IS NULL "
             "AND a.text IS NOT NULL AND a.answer_event_id IS NOT NULL AND r.collection = 1 "
-            "AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
-            "ORDER BY a.question_event_id, a.sibling"
+            "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
+            "ORDER BY a.room_id, a.question_event_id, a.sibling"
         )
         batch: list[aiosqlite.Row] = []
         async with self.conn.execute(query, (since_ms, room, room)) as cursor:
@@ -142,56 +149,60 @@ class ExportSource:
     async def _complete(self, rows: list[aiosqlite.Row]) -> list[Answer]:
         if not rows:
             return []
-        event_ids = [row["answer_event_id"] for row in rows]
-        context_ids = {
-            event_id for row in rows for event_id in json.loads(row["context_event_ids"] or "[]")
+        answer_keys = [(row["room_id"], row["answer_event_id"]) for row in rows]
+        context_keys = {
+            (row["room_id"], event_id)
+            for row in rows
+            for event_id in json.loads(row["context_event_ids"] or "[]")
         }
-        messages = await self._by_key("messages", "event_id", context_ids)
-        votes = await self._details("votes", event_ids)
-        labels = await self._details("labels", event_ids)
-        corrections = await self._details("corrections", event_ids)
+        messages = await self._by_key("messages", "event_id", context_keys)
+        standing = " AND withdrawn_at IS NULL"
+        # current_votes: one vote per person and answer, however many reactions they left
+        votes = await self._by_key("current_votes", "answer_event_id", answer_keys, standing)
+        labels = await self._by_key("labels", "answer_event_id", answer_keys, standing)
+        corrections = await self._by_key("corrections", "answer_event_id", answer_keys)
         answers = []
-        for row in rows:
+        for row, key in zip(rows, answer_keys, strict=True):
             context = await self._context(row, messages)
             if context is None:
                 continue
-            lang = row["room_lang"] or self.default_lang
-            prompt_text, prompt_usable = await self._prompt(
-                row["room_id"], row["prompt_version"], lang
-            )
-            if prompt_usable:
-                context.insert(0, Turn("system", prompt_text, None, None))
-            event_id = row["answer_event_id"]
-            answers.append(
-                Answer(
-                    id=row["id"],
-                    event_id=event_id,
-                    room_id=row["room_id"],
-                    question_event_id=row["question_event_id"],
-                    sibling=row["sibling"],
-                    text=row["text"],
-                    model=row["model"] or "",
-                    sampling=json.loads(row["sampling"] or "{}"),
-                    prompt_version=row["prompt_version"],
-                    prompt_text=prompt_text,
-                    lang=lang,
-                    finished_at=row["finished_at"] or row["created_at"],
-                    context=context,
-                    votes=[v for v in votes.get(event_id, []) if self.may_use(v["sender"])],
-                    labels=[v for v in labels.get(event_id, []) if self.may_use(v["sender"])],
-                    corrections=[
-                        c for c in corrections.get(event_id, []) if self.may_use(c["sender"])
-                    ],
-                )
-            )
+            answer = await self._answer(row, context)
+            answer.votes = self._usable(votes.get(key, []))
+            answer.labels = _once_each(self._usable(labels.get(key, [])))
+            answer.corrections = self._usable(corrections.get(key, []))
+            answers.append(answer)
         return answers
 
+    def _usable(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [item for item in items if self.may_use(item["sender"])]
+
+    async def _answer(self, row: aiosqlite.Row, context: list[Turn]) -> Answer:
+        lang = row["room_lang"] or self.default_lang
+        prompt_text, prompt_usable = await self._prompt(row["room_id"], row["prompt_version"], lang)
+        if prompt_usable:
+            context.insert(0, Turn("system", prompt_text, None, None))
+        return Answer(
+            id=row["id"],
+            event_id=row["answer_event_id"],
+            room_id=row["room_id"],
+            question_event_id=row["question_event_id"],
+            sibling=row["sibling"],
+            text=row["text"],
+            model=row["model"] or "",
+            sampling=json.loads(row["sampling"] or "{}"),
+            prompt_version=row["prompt_version"],
+            prompt_text=prompt_text,
+            lang=lang,
+            finished_at=row["finished_at"] or row["created_at"],
+            context=context,
+        )
+
     async def _context(
-        self, row: aiosqlite.Row, messages: dict[str, list[dict[str, Any]]]
+        self, row: aiosqlite.Row, messages: dict[Key, list[dict[str, Any]]]
     ) -> list[Turn] | None:
         turns = []
         for event_id in json.loads(row["context_event_ids"] or "[]"):
-            found = messages.get(event_id)
+            found = messages.get((row["room_id"], event_id))
             if not found:
                 return None  # erased since: the whole answer goes
             message = found[0]
@@ -219,20 +230,39 @@ class ExportSource:
             self._room_prompts[key] = (text, usable)
         return self._room_prompts[key]
 
-    async def _details(self, table: str, answer_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-        condition = " AND withdrawn_at IS NULL" if table != "corrections" else ""
-        return await self._by_key(table, "answer_event_id", answer_ids, condition)
-
     async def _by_key(
-        self, table: str, column: str, keys: Any, condition: str = ""
-    ) -> dict[str, list[dict[str, Any]]]:
-        keys = list(keys)
-        grouped: dict[str, list[dict[str, Any]]] = {}
-        for start in range(0, len(keys), BATCH):
-            chunk = keys[start : start + BATCH]
-            marks = ", ".join("?" * len(chunk))
-            query = f"SELECT * FROM {table} WHERE {column} IN ({marks}){condition} ORDER BY ts"
-            async with self.conn.execute(query, chunk) as cursor:
-                async for row in cursor:
-                    grouped.setdefault(row[column], []).append(dict(row))
+        self, table: str, column: str, keys: Iterable[Key], condition: str = ""
+    ) -> dict[Key, list[dict[str, Any]]]:
+        """Rows whose (room_id, column) is one of keys, grouped by that pair, oldest first."""
+        by_room: dict[str, list[str]] = {}
+        for room_id, event_id in keys:
+            by_room.setdefault(room_id, []).append(event_id)
+        grouped: dict[Key, list[dict[str, Any]]] = {}
+        for room_id, event_ids in by_room.items():
+            for start in range(0, len(event_ids), BATCH):
+                chunk = event_ids[start : start + BATCH]
+                marks = ", ".join("?" * len(chunk))
+                query = (
+                    f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
+                    f"{condition} ORDER BY ts"
+                )
+                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
+                    async for row in cursor:
+                        grouped.setdefault((room_id, row[column]), []).append(dict(row))
         return grouped
+
+
+def _question(answer: Answer) -> Key:
+    return (answer.room_id, answer.question_event_id)
+
+
+def _once_each(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One person's label on an answer counts once, however many reactions carried it."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for label in labels:
+        key = (label["sender"], label["label"])
+        if key not in seen:
+            seen.add(key)
+            kept.append(label)
+    return kept

@@ -12,13 +12,17 @@ from typing import TextIO
 
 import aiosqlite
 
-from bot.config import Settings
+from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.export.formats import BUILDERS, RowMaker
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
+from bot.storage.database import migrations, schema_version
 from bot.texts import PromptTexts
 
 DATABASE_NAME = "lucie-bot.sqlite3"
+# never through a link, never over a file already there: whoever can write in the folder must
+# not be able to point the export at another file, or read it while it is being written
+PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
 class ExportError(Exception):
@@ -33,43 +37,83 @@ class ExportRequest:
     room: str | None = None
 
 
+def pseudonym_secret(data: DataSettings) -> str:
+    """The key of the pseudonyms, refused when guessable (unset, empty, short or blank)."""
+    secret = data.pseudonym_secret.get_secret_value() if data.pseudonym_secret else ""
+    if len(secret.strip()) < MIN_PSEUDONYM_SECRET:
+        raise ExportError(
+            f"data.pseudonym_secret must be at least {MIN_PSEUDONYM_SECRET} characters"
+            " (config file or LUCIE_BOT_DATA__PSEUDONYM_SECRET; `openssl rand -hex 32` makes one)"
+        )
+    return secret
+
+
 async def export(settings: Settings, request: ExportRequest, progress: TextIO | None) -> int:
     """Write the rows; return how many. Nothing unconsented or erased is ever written."""
     data = settings.data
     if data.collection == "off":
         raise ExportError('data collection is off (data.collection = "off"): nothing to export')
-    if data.pseudonym_secret is None:
-        raise ExportError("set data.pseudonym_secret (or LUCIE_BOT_DATA__PSEUDONYM_SECRET) first")
+    secret = pseudonym_secret(data)
     database = settings.data_dir / DATABASE_NAME
     if not database.is_file():
         raise ExportError(f"no database at {database}: check data_dir")
     if not request.out.parent.is_dir():
         raise ExportError(f"folder {request.out.parent} does not exist")
-    prompts = PromptTexts(settings.bot.prompts_dir)
     conn = await aiosqlite.connect(f"file:{database}?mode=ro", uri=True)
     conn.row_factory = aiosqlite.Row
-    temporary = request.out.with_name(request.out.name + ".part")
-    count = 0
     try:
+        await _check_schema(conn)
         source = ExportSource(
             conn,
-            prompts,
+            PromptTexts(settings.bot.prompts_dir),
             settings.bot.default_lang,
             settings.matrix.user_id,
             settings.matrix.display_name,
             opt_in=data.collection == "opt_in",
+            notice_version=data.notice_version,
         )
         await source.load_consents()
         maker = RowMaker(
-            Pseudonyms(data.pseudonym_secret.get_secret_value()),
+            Pseudonyms(secret),
             source,
             data.licence,
             data.scrub,
             data.collection,
             NameMask(await source.people_names()),
         )
-        build = BUILDERS[request.format]
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        count = await _write(source, maker, request, progress)
+    finally:
+        await conn.close()
+    if progress is not None:
+        progress.write(f"\r{count} rows written to {request.out}\n")
+    return count
+
+
+async def _check_schema(conn: aiosqlite.Connection) -> None:
+    """The export reads the database without upgrading it: the bot does that when it starts."""
+    found, known = await schema_version(conn), len(migrations())
+    if found != known:
+        raise ExportError(
+            f"the database has schema version {found} and this lucie-bot reads {known}:"
+            " start the bot once with this version (it upgrades the database), then export"
+        )
+
+
+async def _write(
+    source: ExportSource, maker: RowMaker, request: ExportRequest, progress: TextIO | None
+) -> int:
+    """Rows into OUT.part, renamed to OUT once whole: a reader never sees half an export."""
+    temporary = request.out.with_name(request.out.name + ".part")
+    try:
+        fd = os.open(temporary, PART_FLAGS, 0o600)
+    except FileExistsError:
+        raise ExportError(
+            f"{temporary} already exists (another export under way, or a leftover): remove it"
+        ) from None
+    except OSError as exc:
+        raise ExportError(f"cannot create {temporary}: {exc.strerror}") from None
+    build, count = BUILDERS[request.format], 0
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             shown = time.monotonic()
             async for group in source.questions(request.since_ms, request.room):
@@ -81,12 +125,11 @@ async def export(settings: Settings, request: ExportRequest, progress: TextIO | 
                     progress.flush()
                     shown = time.monotonic()
         os.replace(temporary, request.out)
+    except OSError as exc:
+        raise ExportError(f"cannot write {request.out}: {exc.strerror}") from None
     finally:
-        await conn.close()
-        if temporary.exists():
-            temporary.unlink()
-    if progress is not None:
-        progress.write(f"\r{count} rows written to {request.out}\n")
+        # only the file this export made: never one that was there before it
+        temporary.unlink(missing_ok=True)
     return count
 
 

@@ -7,9 +7,13 @@ private keys live in one 0600 file; every later start, and every new device, reu
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import logging
+import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +23,15 @@ from canonicaljson import encode_canonical_json
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nio.crypto import OlmAccount
 
 from bot.matrix.credentials import write_secret
 from bot.matrix.cs_api import json_body, password_auth
 
 log = logging.getLogger(__name__)
 ROLES = ("master", "self_signing", "user_signing")
+# The device's own identity keys, as its Olm account holds them: {"curve25519": …, "ed25519": …}
+OwnKeys = Mapping[str, str]
 
 
 class CrossSigningError(Exception):
@@ -61,18 +68,74 @@ def sign(obj: dict[str, Any], signer: str, private: Ed25519PrivateKey) -> dict[s
     return signed
 
 
-def verify(obj: dict[str, Any], signer: str, key: str) -> bool:
-    """Whether obj carries a valid signature by signer's Ed25519 public key (unpadded base64)."""
-    signature = obj.get("signatures", {}).get(signer, {}).get(f"ed25519:{key}")
+def verify(obj: dict[str, Any], signer: str, key: str, key_name: str | None = None) -> bool:
+    """Whether obj carries a valid signature by signer's Ed25519 public key (unpadded base64).
+
+    Cross-signing keys sign under their public key's name, devices under their device id."""
+    signatures = obj.get("signatures")
+    by_signer = signatures.get(signer) if isinstance(signatures, dict) else None
+    if not isinstance(by_signer, dict):
+        return False
+    signature = by_signer.get(f"ed25519:{key_name or key}")
     if not isinstance(signature, str):
         return False
     try:
         Ed25519PublicKey.from_public_bytes(b64decode(key)).verify(
             b64decode(signature), signable(obj)
         )
-    except (InvalidSignature, ValueError):
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
+
+
+def published_device(
+    published: dict[str, Any], user_id: str, device_id: str
+) -> dict[str, Any] | None:
+    """One device's key object in a /keys/query answer, whatever shape the answer has."""
+    device_keys = published.get("device_keys")
+    by_user = device_keys.get(user_id) if isinstance(device_keys, dict) else None
+    device = by_user.get(device_id) if isinstance(by_user, dict) else None
+    return device if isinstance(device, dict) else None
+
+
+def own_device_problem(
+    device: dict[str, Any], user_id: str, device_id: str, own_keys: OwnKeys
+) -> str | None:
+    """Why the device keys a homeserver returned are not this device's own, or None.
+
+    Signing them vouches for them to every client: a forged answer (another device's keys under
+    this device id) would make people's clients trust a stranger with their messages. So they
+    must be exactly the local Olm account's keys, self-signed by its Ed25519 key."""
+    if device.get("user_id") != user_id or device.get("device_id") != device_id:
+        return "name another user or device"
+    expected = {
+        f"curve25519:{device_id}": own_keys.get("curve25519"),
+        f"ed25519:{device_id}": own_keys.get("ed25519"),
+    }
+    if device.get("keys") != expected:
+        return "are not those of the local Olm account"
+    if not verify(device, user_id, expected[f"ed25519:{device_id}"], device_id):
+        return "carry no valid signature by the device itself"
+    return None
+
+
+def stored_own_keys(data_dir: Path, user_id: str, device_id: str) -> dict[str, str] | None:
+    """The device's identity keys read from nio's store in data_dir, for commands run while the
+    bot is stopped; None when the store or its key cannot be read."""
+    store = data_dir / "crypto" / f"{user_id}_{device_id}.db"  # nio's own naming
+    try:
+        passphrase = (data_dir / "crypto.key").read_text(encoding="utf-8").strip()
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
+            row = db.execute(
+                "SELECT account, shared FROM accounts WHERE user_id = ? AND device_id = ?",
+                (user_id, device_id),
+            ).fetchone()
+        if row is None:
+            return None
+        pickle = row[0] if isinstance(row[0], bytes) else str(row[0]).encode()
+        return dict(OlmAccount.from_pickle(pickle, passphrase, bool(row[1])).identity_keys)
+    except (OSError, sqlite3.Error, ValueError):  # vodozemac's pickle errors are ValueErrors
+        return None
 
 
 def key_of(cross_signing_key: dict[str, Any] | None) -> str | None:
@@ -144,10 +207,12 @@ class CrossSigning:
         access_token: str,
         password: str | None,
         timeout_s: float = 30,
+        own_keys: OwnKeys | None = None,
     ) -> None:
         self.user_id = user_id
         self.device_id = device_id
         self.password = password
+        self.own_keys = own_keys
         self.http = httpx.AsyncClient(
             base_url=f"{homeserver.rstrip('/')}/_matrix/client/v3",
             headers={"Authorization": f"Bearer {access_token}"},
@@ -160,7 +225,7 @@ class CrossSigning:
     async def published_keys(self) -> dict[str, Any]:
         response = await self.http.post("/keys/query", json={"device_keys": {self.user_id: []}})
         self._raise_for(response, "reading the bot's published keys")
-        return response.json()  # type: ignore[no-any-return]
+        return json_body(response)  # an answer that is no JSON object holds no keys
 
     async def ensure(self, path: Path) -> str:
         """Make sure this device is signed by the bot's identity; return the master public key.
@@ -170,6 +235,7 @@ class CrossSigning:
         """
         identity = Identity.load(path)
         published = await self.published_keys()
+        self.own_device(published)  # a forged answer stops everything here, before any upload
         server_master = key_of(published.get("master_keys", {}).get(self.user_id))
         if identity is None:
             if server_master is not None:
@@ -191,7 +257,14 @@ class CrossSigning:
         return public_key(identity.master)
 
     async def replace(self, path: Path) -> str:
-        """A new identity, replacing whatever is published (needs the password)."""
+        """A new identity, replacing whatever is published (needs the password).
+
+        Run while the bot is stopped: the device's own keys come from the encryption store in
+        the folder of `path` (data_dir) unless given."""
+        if self.own_keys is None:
+            self.own_keys = await asyncio.to_thread(
+                stored_own_keys, path.parent, self.user_id, self.device_id
+            )
         identity = Identity.generate()
         identity.save(path)
         await self.upload(identity)
@@ -216,12 +289,28 @@ class CrossSigning:
             )
         return password_auth(self.user_id, self.password, session)
 
-    async def sign_device(self, identity: Identity, published: dict[str, Any]) -> None:
-        device = published.get("device_keys", {}).get(self.user_id, {}).get(self.device_id)
+    def own_device(self, published: dict[str, Any]) -> dict[str, Any]:
+        """This device's key object in a /keys/query answer, once checked to be its own."""
+        device = published_device(published, self.user_id, self.device_id)
         if not isinstance(device, dict):
             raise CrossSigningError(
                 f"device {self.device_id} has published no keys yet, so it cannot be signed"
             )
+        if self.own_keys is None:
+            raise CrossSigningError(
+                f"device {self.device_id} not signed: its own keys could not be read from the"
+                " encryption store (the bot signs it at its next start)"
+            )
+        problem = own_device_problem(device, self.user_id, self.device_id, self.own_keys)
+        if problem is not None:
+            raise CrossSigningError(
+                f"device {self.device_id} not signed: the device keys the homeserver returned"
+                f" {problem}"
+            )
+        return device
+
+    async def sign_device(self, identity: Identity, published: dict[str, Any]) -> None:
+        device = self.own_device(published)
         if verify(device, self.user_id, public_key(identity.self_signing)):
             return
         signed = sign(device, self.user_id, identity.self_signing)

@@ -9,7 +9,7 @@ import logging
 from nio import AsyncClient
 
 from bot.config import Settings
-from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity
+from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity, published_device
 from bot.matrix.device_store import RECOVERY, StoreProblem
 from bot.matrix.key_backup import BackupError, KeyBackup
 from bot.storage.store import Store
@@ -34,6 +34,7 @@ class DeviceTrust:
 
     def _key_service(self) -> CrossSigning:
         matrix = self.settings.matrix
+        olm = self.client.olm
         return CrossSigning(
             matrix.homeserver,
             self.client.user_id,
@@ -41,6 +42,8 @@ class DeviceTrust:
             self.client.access_token,
             matrix.password.get_secret_value() if matrix.password else None,
             matrix.request_timeout_s,
+            # what the homeserver returns for this device is signed only if it is these keys
+            own_keys=dict(olm.account.identity_keys) if olm is not None else None,
         )
 
     async def check_device_keys(self) -> None:
@@ -56,9 +59,10 @@ class DeviceTrust:
             published = {}
         finally:
             await service.aclose()
-        device = published.get("device_keys", {}).get(self.client.user_id, {}).get(device_id)
-        if isinstance(device, dict):
-            theirs = device.get("keys", {}).get(f"ed25519:{device_id}")
+        device = published_device(published, self.client.user_id, device_id)
+        if device is not None:
+            keys = device.get("keys")
+            theirs = keys.get(f"ed25519:{device_id}") if isinstance(keys, dict) else None
             if theirs != olm.account.identity_keys["ed25519"]:
                 raise StoreProblem(
                     f"the encryption store does not hold the keys device {device_id} published"

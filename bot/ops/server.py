@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -15,10 +18,31 @@ from bot.llm.client import ChatModel
 from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class OpsUnavailable(Exception):
     """The health and metrics port cannot be opened; worded as one line."""
+
+
+class Cached(Generic[T]):
+    """A check's last result, run again at most every ttl_s: a monitor polling every second, or
+    anyone hammering the port, costs one probe per period. Callers arriving while it runs share
+    that run."""
+
+    def __init__(self, check: Callable[[], Awaitable[T]], ttl_s: float) -> None:
+        self._check = check
+        self._ttl_s = ttl_s
+        self._value: T | None = None
+        self._at = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> T:
+        async with self._lock:
+            if self._value is None or time.monotonic() - self._at >= self._ttl_s:
+                self._value = await self._check()
+                self._at = time.monotonic()
+            return self._value
 
 
 class OpsServer:
@@ -32,13 +56,18 @@ class OpsServer:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = store
-        self.model = model
         self.last_sync = last_sync
         self._runner: web.AppRunner | None = None
         # a sync may legitimately take its long-poll time plus one request time-out
         matrix = settings.matrix
         self.sync_stale_s = matrix.sync_timeout_ms / 1000 + matrix.request_timeout_s + 30
+        ttl_s = settings.ops.health_cache_s
+        # hits wait for the probe under way: a server that never finishes answering must not
+        # hold them all
+        probe_bound_s = settings.llm.connect_timeout_s + 5
+        # a real write (a read cannot see a read-only or full disk), but at most one per period
+        self._database = Cached(lambda: _safely(store.writable), ttl_s)
+        self._model = Cached(lambda: _bounded(model.reachable(), probe_bound_s), ttl_s)
 
     async def start(self) -> None:
         app = web.Application()
@@ -63,14 +92,15 @@ class OpsServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         synced = self.last_sync()
-        checks: dict[str, bool | dict[str, bool]] = {
+        database, servers = await asyncio.gather(self._database.get(), self._model.get())
+        checks: dict[str, bool | list[bool]] = {
             "sync": synced is not None and time.monotonic() - synced < self.sync_stale_s,
-            "database": await _safely(self.store.writable),
+            "database": database,
+            "model": any(servers.values()),
         }
-        servers = await self.model.reachable()
-        checks["model"] = any(servers.values())
-        healthy = all(bool(value) for value in checks.values())
-        checks["model_servers"] = servers
+        healthy = all(checks.values())
+        # in the configured order; never the URLs, which may hold credentials
+        checks["model_servers"] = list(servers.values())
         return web.json_response(
             {"status": "ok" if healthy else "failing", "checks": checks},
             status=200 if healthy else 503,
@@ -79,6 +109,15 @@ class OpsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _bounded(probe: Awaitable[dict[str, bool]], bound_s: float) -> dict[str, bool]:
+    try:
+        async with asyncio.timeout(bound_s):
+            return await probe
+    except TimeoutError:
+        log.warning("model servers did not answer the health probe within %.0f s", bound_s)
+        return {}
 
 
 async def _safely(check: Callable[[], Awaitable[bool]]) -> bool:

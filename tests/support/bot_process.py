@@ -68,7 +68,10 @@ class BotProcess:
                     **(llm_settings or {}),
                 },
                 "bot": {"edit_interval_s": 0.3, "final_edit_timeout_s": 120, **(bot or {})},
-                "data": {"pseudonym_secret": "test-pseudonym-secret", **(data or {})},
+                "data": {
+                    "pseudonym_secret": "test-pseudonym-secret-long-enough-for-hmac",
+                    **(data or {}),
+                },
                 "ops": {"port": self.ops_port},
             },
             {"data_dir": str(self.data_dir), "log_level": log_level, "log_format": log_format},
