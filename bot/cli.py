@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import Settings, load_settings
+from bot.errors import LucieError, TransientError
 from bot.export.formats import FORMATS
 from bot.logs import configure_logging
 
@@ -72,14 +73,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every error of the bot's own (bot.errors) is one line and an exit code, never a
+    traceback; anything else is a bug and shows as one."""
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LucieError as exc:
+        kind = "temporarily unavailable: " if isinstance(exc, TransientError) else ""
+        print(f"lucie-bot: {kind}{exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return _demo(args)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 2
+    settings = load_settings(args.config)
     if args.command == "check-config":
         print(f"configuration ok: {settings.matrix.user_id} on {settings.matrix.homeserver}")
         return 0
@@ -89,36 +97,20 @@ def main(argv: list[str] | None = None) -> int:
         return _maintenance(settings, args.command)
     configure_logging(settings)
     from bot.app import run_bot
-    from bot.matrix.device_store import StoreProblem
-    from bot.matrix.transport import LoginFailed
-    from bot.ops.server import OpsUnavailable
 
-    try:
-        asyncio.run(run_bot(settings))
-    except (LoginFailed, OpsUnavailable, StoreProblem) as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 2
+    asyncio.run(run_bot(settings))
     return 0
 
 
 def _maintenance(settings: Settings, command: str) -> int:
-    from bot.matrix.maintenance import MaintenanceError, new_device, new_identity
+    from bot.matrix.maintenance import new_device, new_identity
 
     action = new_device if command == "new-device" else new_identity
-    try:
-        lines = asyncio.run(action(settings))
-    except MaintenanceError as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
+    print("\n".join(asyncio.run(action(settings))))
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bot.demo.homeserver import HomeserverError
     from bot.demo.run import DemoOptions, run_demo
 
     options = DemoOptions(
@@ -130,28 +122,15 @@ def _demo(args: argparse.Namespace) -> int:
         model_url=args.model_url,
         chat=not args.no_chat,
     )
-    try:
-        asyncio.run(run_demo(options))
-    except HomeserverError as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 1
+    asyncio.run(run_demo(options))
     return 0
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    import sqlite3
-
-    from bot.export.writer import ExportError, ExportRequest, export, progress_stream
+    from bot.export.writer import ExportRequest, export, progress_stream
 
     request = ExportRequest(args.format, args.out, args.since, args.room)
-    try:
-        count = asyncio.run(export(settings, request, progress_stream()))
-    except ExportError as exc:
-        print(f"lucie-bot: {exc}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as exc:  # a damaged or foreign file where the database should be
-        print(f"lucie-bot: cannot read the database: {exc}", file=sys.stderr)
-        return 1
+    count = asyncio.run(export(settings, request, progress_stream()))
     if progress_stream() is None:
         print(f"{count} rows written to {args.out}")
     return 0

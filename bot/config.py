@@ -22,11 +22,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.errors import UsageError
+
 Lang = Literal["fr", "en"]
 ENV_PREFIX = "LUCIE_BOT_"
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A configuration problem, worded as one line for the operator."""
 
 

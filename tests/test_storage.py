@@ -12,7 +12,8 @@ import pytest
 
 from bot.storage import database
 from bot.storage.database import SchemaError, migrations, open_database, schema_version
-from bot.storage.store import MessageRow, StorageUnavailable, Store, UndecryptedRow
+from bot.storage.database import StorageUnavailable
+from bot.storage.store import MessageRow, Store, UndecryptedRow
 
 
 async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):

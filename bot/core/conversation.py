@@ -24,7 +24,8 @@ from bot.core.ports import ChatPort
 from bot.core.streaming import send_notice
 from bot.core.triggers import Situation, mentions_bot, should_answer
 from bot.llm.client import ChatModel
-from bot.storage.store import AnswerRow, RoomRow, StorageUnavailable, Store
+from bot.storage.database import StorageUnavailable
+from bot.storage.store import AnswerRow, RoomRow, Store
 from bot.texts import PromptTexts, say
 
 log = logging.getLogger(__name__)

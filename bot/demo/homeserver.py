@@ -18,11 +18,12 @@ from typing import Any
 import yaml
 
 from bot.demo.processes import OwnedProcess
+from bot.errors import OperatorError
 
 START_TIMEOUT_S = 90
 
 
-class HomeserverError(Exception):
+class HomeserverError(OperatorError):
     """Worded as one line for the person running the demo."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import TextIO
 import aiosqlite
 
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
+from bot.errors import OperatorError, UsageError
 from bot.export.formats import BUILDERS, RowMaker
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
@@ -25,7 +27,7 @@ DATABASE_NAME = "lucie-bot.sqlite3"
 PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 
-class ExportError(Exception):
+class ExportError(UsageError):
     """Worded as one line for the person running the export."""
 
 
@@ -59,6 +61,16 @@ async def export(settings: Settings, request: ExportRequest, progress: TextIO | 
         raise ExportError(f"no database at {database}: check data_dir")
     if not request.out.parent.is_dir():
         raise ExportError(f"folder {request.out.parent} does not exist")
+    try:
+        return await _export(settings, request, progress, database, secret)
+    except sqlite3.DatabaseError as exc:  # a damaged or foreign file where the database should be
+        raise OperatorError(f"cannot read the database: {exc}") from None
+
+
+async def _export(
+    settings: Settings, request: ExportRequest, progress: TextIO | None, database: Path, secret: str
+) -> int:
+    data = settings.data
     conn = await aiosqlite.connect(f"file:{database}?mode=ro", uri=True)
     conn.row_factory = aiosqlite.Row
     try:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio.crypto import OlmAccount
 
+from bot.errors import OperatorError
 from bot.matrix.credentials import write_secret
 from bot.matrix.cs_api import json_body, password_auth
 
@@ -34,7 +35,7 @@ ROLES = ("master", "self_signing", "user_signing")
 OwnKeys = Mapping[str, str]
 
 
-class CrossSigningError(Exception):
+class CrossSigningError(OperatorError):
     """Cross-signing could not be set up; the message is one line for the operator."""
 
 

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.errors import OperatorError
+
 RECOVERY = "see 'Encryption store' in the README, or run `lucie-bot new-device`"
 
 
-class StoreProblem(Exception):
+class StoreProblem(OperatorError):
     """The encryption store cannot be trusted; the message is one line for the operator."""
 
 

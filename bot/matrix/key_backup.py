@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio import AsyncClient
 from nio.crypto import InboundGroupSession
 
+from bot.errors import OperatorError
 from bot.matrix.credentials import write_secret
 from bot.matrix.cross_signing import b64decode, sign, signable, unpadded_b64
 from bot.storage.store import Store
@@ -35,7 +36,7 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 UPLOAD_BATCH = 200
 
 
-class BackupError(Exception):
+class BackupError(OperatorError):
     """The backup cannot be used; one line for the operator."""
 
 

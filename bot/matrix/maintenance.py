@@ -9,13 +9,14 @@ from urllib.parse import quote
 import httpx
 
 from bot.config import Settings
+from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError
 from bot.matrix.cs_api import json_body, password_auth
 from bot.matrix.device_store import retire_async
 
 
-class MaintenanceError(Exception):
+class MaintenanceError(OperatorError):
     """One line for the operator."""
 
 

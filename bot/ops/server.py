@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.config import Settings
 from bot.core.metrics import Metrics
+from bot.errors import OperatorError
 from bot.llm.client import ChatModel
 from bot.storage.store import Store
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class OpsUnavailable(Exception):
+class OpsUnavailable(OperatorError):
     """The health and metrics port cannot be opened; worded as one line."""
 
 

@@ -12,18 +12,11 @@ from typing import Any
 
 import aiosqlite
 
-from bot.storage.database import open_database
+from bot.storage.database import open_database, unavailable
 
 OPEN_STATUSES = ("queued", "streaming")
 # what an answer record says, as opposed to how it went: erasure empties these for good
 ERASABLE_ANSWER_FIELDS = {"text", "request_messages", "context_event_ids"}
-# SQLite's primary result codes for conditions that pass: busy, locked, out of memory,
-# read-only, I/O error, disk full, cannot open, lock protocol
-UNAVAILABLE_CODES = {5, 6, 7, 8, 10, 13, 14, 15}
-
-
-class StorageUnavailable(Exception):
-    """The database cannot be used right now (locked, disk full, read-only)."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +97,12 @@ class Store:
         try:
             yield
         except sqlite3.OperationalError as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in UNAVAILABLE_CODES:
+            passing = unavailable(exc)
+            if passing is None:
                 raise  # a bug in a statement, not a passing condition
             with contextlib.suppress(sqlite3.Error):
                 await self.conn.rollback()
-            raise StorageUnavailable(str(exc)) from None
+            raise passing from None
 
     # Each helper is one trip to aiosqlite's thread: a trip costs the event loop a wake-up, and
     # an answer makes about a dozen of them.
