@@ -34,7 +34,7 @@ async def build(data_dir: Path, votes: int, seed: int) -> int:
     consented, some did not. Returns the number of answers."""
     rng = random.Random(seed)
     store = await Store.open(data_dir / "lucie-bot.sqlite3")
-    conn = store.conn
+    conn = store.db.conn
     answers = votes // VOTES_PER_ANSWER
     people = [f"@person{i}:bench.example" for i in range(PEOPLE)]
     now = int(time.time() * 1000) - answers * 1000

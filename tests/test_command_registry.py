@@ -3,6 +3,8 @@ handler runs, and a name cannot be declared twice."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from bot.core.command_registry import CommandRegistry, CommandSpec, HelpLine, Who, parse_command
@@ -72,7 +74,8 @@ def test_help_is_generated_from_the_declarations_in_both_languages():
 def test_every_real_command_has_help_in_both_languages(tmp_path):
     commands = CommandRegistry("!lucie", admins_only)
     commands.add(*RoomCommands("!lucie", None, PromptTexts(None)).specs())  # type: ignore[arg-type]
-    commands.add(*DataCommands(None, None, None).specs())  # type: ignore[arg-type]
+    nothing = SimpleNamespace(feedback=None, erasure=None, rooms=None, conversations=None)
+    commands.add(*DataCommands(None, nothing, None).specs())  # type: ignore[arg-type]
     for name in ("help", "prompt", "mode", "lang", "reset", "consent", "forget", "correct",
                  "retry", "stats", "collect"):  # fmt: skip
         assert f"`!lucie {name}" in commands.help("fr") and f"`!lucie {name}" in commands.help("en")

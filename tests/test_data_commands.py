@@ -32,14 +32,14 @@ async def test_stats_per_prompt_version_for_admins_and_operators(tmp_path):
         for n, (room, version, votes) in enumerate(
             [("!a", 0, ["up", "up", "down"]), ("!a", 1, ["up"]), ("!b", 0, ["down"])]
         ):
-            await store.queue_answer(room, f"$q{n}", 1, None, 1)
-            row = await store.answer_for_question(room, f"$q{n}")
-            await store.update_answer(
+            await store.conversations.queue_answer(room, f"$q{n}", 1, None, 1)
+            row = await store.conversations.answer_for_question(room, f"$q{n}")
+            await store.conversations.update_answer(
                 row.id, answer_event_id=f"$a{n}", status="complete", prompt_version=version
             )
             for k, vote in enumerate(votes):
-                await store.add_vote(f"$v{n}{k}", f"$a{n}", room, f"@p{k}:x", vote, "x", 2)
-        await store.add_correction("$c", "$a0", "!a", "@p9:x", "better", 3)
+                await store.feedback.add_vote(f"$v{n}{k}", f"$a{n}", room, f"@p{k}:x", vote, "x", 2)
+        await store.feedback.add_correction("$c", "$a0", "!a", "@p9:x", "better", 3)
 
         stats = parse_command("!lucie stats", "!lucie")
         room_view = await commands.run(stats, message("!a", "@admin:x", "!lucie stats"), "en")

@@ -58,7 +58,7 @@ async def ask(tmp_path: Path, llm: FakeLLM, port: SlowPort) -> None:
     model = ChatModel(settings.llm)
     relay = Relay(settings, store, model, port, PromptTexts(None))
     try:
-        await store.add_room("!dm", now_ms() - 1000)
+        await store.rooms.add_room("!dm", now_ms() - 1000)
         event = {
             "type": "m.room.message",
             "event_id": "$question",
@@ -68,7 +68,7 @@ async def ask(tmp_path: Path, llm: FakeLLM, port: SlowPort) -> None:
         }
         await relay.on_message("!dm", event, is_dm=True)
         await relay.drain(30)  # waits for the answer under way
-        row = await store.answer_for_question("!dm", "$question")
+        row = await store.conversations.answer_for_question("!dm", "$question")
         assert row is not None and row.status == "complete"
         assert row.text == "Réponse à « Bonjour ? »"
     finally:

@@ -10,10 +10,17 @@ import stat
 import aiosqlite
 import pytest
 
+from bot.core.records import MessageRow, UndecryptedRow
 from bot.storage import database
-from bot.storage.database import SchemaError, migrations, open_database, schema_version
-from bot.storage.database import StorageUnavailable
-from bot.storage.store import MessageRow, Store, UndecryptedRow
+from bot.storage.connection import Database
+from bot.storage.database import (
+    SchemaError,
+    StorageUnavailable,
+    migrations,
+    open_database,
+    schema_version,
+)
+from bot.storage.store import Store
 
 
 async def test_fresh_database_is_migrated_private_and_in_wal_mode(tmp_path):
@@ -65,10 +72,10 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
     if len(all_migrations) > 1:
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
             assert [row[0] for row in await cursor.fetchall()] == ["!r"]
-        store = Store(conn)
-        kept = await store.answer_for_question("!r", "$q")
+        store = Store.over(Database(conn))
+        kept = await store.conversations.answer_for_question("!r", "$q")
         assert kept.answer_event_id == "$a" and kept.text == "ok" and kept.status == "complete"
-        sibling = await store.add_sibling(kept, 3, collected=True)
+        sibling = await store.conversations.add_sibling(kept, 3, collected=True)
         assert sibling.question_event_id == "$q" and sibling.id != kept.id
     await conn.close()
     conn = await open_database(path)  # a second start applies nothing
@@ -101,18 +108,24 @@ async def test_a_newer_schema_is_refused_and_a_broken_migration_rolls_back(tmp_p
 async def test_answers_are_owed_once_and_prompts_versioned(tmp_path):
     store = await Store.open(tmp_path / "bot.sqlite3")
     try:
-        assert await store.queue_answer("!r", "$q", 10, None, 11)
-        assert not await store.queue_answer("!r", "$q", 10, None, 12)
-        assert [a.question_event_id for a in await store.open_answers()] == ["$q"]
-        assert await store.add_prompt("!r", "one", "@a:x", 1) == 1
-        assert await store.add_prompt("!r", None, "@b:x", 2) == 2
-        assert await store.add_prompt("!other", "x", "@a:x", 3) == 1
-        current = await store.current_prompt("!r")
+        assert await store.conversations.queue_answer("!r", "$q", 10, None, 11)
+        assert not await store.conversations.queue_answer("!r", "$q", 10, None, 12)
+        assert [a.question_event_id for a in await store.conversations.open_answers()] == ["$q"]
+        assert await store.rooms.add_prompt("!r", "one", "@a:x", 1) == 1
+        assert await store.rooms.add_prompt("!r", None, "@b:x", 2) == 2
+        assert await store.rooms.add_prompt("!other", "x", "@a:x", 3) == 1
+        current = await store.rooms.current_prompt("!r")
         assert current.version == 2 and current.text is None
-        assert await store.claim_event("!r", "$c", 1) and not await store.claim_event("!r", "$c", 2)
-        await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "hi", 5, None, None, False))
-        await store.save_message(MessageRow("$m", "!r", "@a:x", "A", "edited", 5, None, None, 0))
-        assert (await store.message("!r", "$m")).body == "edited"
+        assert await store.sync.claim_event("!r", "$c", 1) and not await store.sync.claim_event(
+            "!r", "$c", 2
+        )
+        await store.conversations.save_message(
+            MessageRow("$m", "!r", "@a:x", "A", "hi", 5, None, None, False)
+        )
+        await store.conversations.save_message(
+            MessageRow("$m", "!r", "@a:x", "A", "edited", 5, None, None, 0)
+        )
+        assert (await store.conversations.message("!r", "$m")).body == "edited"
     finally:
         await store.close()
 
@@ -122,31 +135,31 @@ async def test_erasure_cascades_through_answers_built_on_erased_words(tmp_path):
     try:
         for event_id, sender, from_bot in (("$q1", "@p:x", 0), ("$a1", "@bot:x", 1),
                                            ("$q2", "@o:x", 0), ("$a2", "@bot:x", 1)):  # fmt: skip
-            await store.save_message(
+            await store.conversations.save_message(
                 MessageRow(
                     event_id, "!r", sender, None, f"text {event_id}", 1, None, None, from_bot
                 )
             )
         for question, answer, context in (("$q1", "$a1", ["$q1"]), ("$q2", "$a2", ["$a1", "$q2"])):
-            await store.queue_answer("!r", question, 1, None, 1)
-            row = await store.answer_for_question("!r", question)
-            await store.update_answer(
+            await store.conversations.queue_answer("!r", question, 1, None, 1)
+            row = await store.conversations.answer_for_question("!r", question)
+            await store.conversations.update_answer(
                 row.id, answer_event_id=answer, text="t", status="complete",
                 context_event_ids=context, request_messages=[{"role": "user", "content": "x"}],
             )  # fmt: skip
-        await store.add_vote("$v", "$a2", "!r", "@p:x", "up", "👍", 2)
-        await store.add_consent("@p:x", "yes", 1, "!r", 1)
-        await store.add_prompt("!r", "Sois brève.", "@p:x", 1)
-        await store.forget("@p:x", 5)
-        prompt = await store.current_prompt("!r")
+        await store.feedback.add_vote("$v", "$a2", "!r", "@p:x", "up", "👍", 2)
+        await store.feedback.add_consent("@p:x", "yes", 1, "!r", 1)
+        await store.rooms.add_prompt("!r", "Sois brève.", "@p:x", 1)
+        await store.erasure.forget("@p:x", 5)
+        prompt = await store.rooms.current_prompt("!r")
         assert prompt.text == "Sois brève." and prompt.set_by == "erased"
         for question in ("$q1", "$q2"):
-            row = await store.answer_for_question("!r", question)
+            row = await store.conversations.answer_for_question("!r", question)
             assert row.text is None  # $a2 never quoted $q1, but it was built on $a1
-        remaining = await store.conn.execute_fetchall("SELECT event_id FROM messages")
+        remaining = await store.db.conn.execute_fetchall("SELECT event_id FROM messages")
         assert [r[0] for r in remaining] == ["$q2"]  # the other person's words stay
-        assert not await store.conn.execute_fetchall("SELECT * FROM votes")
-        assert await store.consent("@p:x") == ("erased", 0, 5)
+        assert not await store.db.conn.execute_fetchall("SELECT * FROM votes")
+        assert await store.feedback.consent("@p:x") == ("erased", 0, 5)
     finally:
         await store.close()
 
@@ -155,37 +168,37 @@ async def test_undecrypted_events_kept_once_noticed_per_session_and_erased(tmp_p
     store = await Store.open(tmp_path / "bot.sqlite3")
     source = {"type": "m.room.encrypted", "content": {"ciphertext": "AAA", "session_id": "S1"}}
     first = UndecryptedRow("$e1", "!r", "@a:x", "S1", source, received_at=10)
-    assert await store.keep_undecrypted(first)
-    assert not await store.keep_undecrypted(first)  # seen again after a restart: kept once
-    await store.keep_undecrypted(UndecryptedRow("$e2", "!r", "@a:x", "S1", source, 11))
-    await store.keep_undecrypted(UndecryptedRow("$e3", "!r", "@b:x", "S2", source, 12))
-    await store.mark_session_noticed("S1", 50)
-    rows = {row.event_id: row for row in await store.undecrypted()}
+    assert await store.crypto.keep_undecrypted(first)
+    assert not await store.crypto.keep_undecrypted(first)  # seen again after a restart: kept once
+    await store.crypto.keep_undecrypted(UndecryptedRow("$e2", "!r", "@a:x", "S1", source, 11))
+    await store.crypto.keep_undecrypted(UndecryptedRow("$e3", "!r", "@b:x", "S2", source, 12))
+    await store.crypto.mark_session_noticed("S1", 50)
+    rows = {row.event_id: row for row in await store.crypto.undecrypted()}
     assert rows["$e1"].source == source
     assert (rows["$e1"].noticed_at, rows["$e2"].noticed_at, rows["$e3"].noticed_at) == (
         50,
         50,
         None,
     )
-    await store.erase_event("!r", "$e3", 60)  # redacted while waiting
-    await store.forget("@a:x", 61)  # "forget me"
-    assert await store.undecrypted() == []
+    await store.erasure.erase_event("!r", "$e3", 60)  # redacted while waiting
+    await store.erasure.forget("@a:x", 61)  # "forget me"
+    assert await store.crypto.undecrypted() == []
     await store.close()
 
 
 async def test_a_locked_database_is_unavailable_but_a_bad_statement_is_a_bug(tmp_path):
     path = tmp_path / "bot.sqlite3"
     store = await Store.open(path)
-    await store.conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of after 5 s
+    await store.db.conn.execute("PRAGMA busy_timeout = 0")  # fail at once instead of after 5 s
     async with aiosqlite.connect(path) as other:
         await other.execute("BEGIN EXCLUSIVE")
         with pytest.raises(StorageUnavailable, match="locked"):
-            await store.set_sync_token("s1")
+            await store.sync.set_sync_token("s1")
         await other.rollback()
-    await store.set_sync_token("s2")  # the failed transaction was undone, the next one works
-    assert await store.sync_token() == "s2"
+    await store.sync.set_sync_token("s2")  # the failed transaction was undone, the next one works
+    assert await store.sync.sync_token() == "s2"
     with pytest.raises(sqlite3.OperationalError):
-        await store._one("SELECT nothing FROM nowhere")
+        await store.db.one("SELECT nothing FROM nowhere")
     await store.close()
 
 
@@ -193,13 +206,13 @@ async def test_each_write_is_committed_at_once_and_backups_recorded_in_bulk(tmp_
     path = tmp_path / "bot.sqlite3"
     store = await Store.open(path)
     try:
-        await store.set_sync_token("s9")
-        await store.mark_backed_up("1", ["a", "b"])
-        await store.mark_backed_up("1", ["b", "c"] * 20_000)  # more than SQLite's variables
-        await store.mark_backed_up("2", [])
+        await store.sync.set_sync_token("s9")
+        await store.crypto.mark_backed_up("1", ["a", "b"])
+        await store.crypto.mark_backed_up("1", ["b", "c"] * 20_000)  # more than SQLite's variables
+        await store.crypto.mark_backed_up("2", [])
         async with aiosqlite.connect(path) as other:  # sees only what was committed
             assert await other.execute_fetchall("SELECT next_batch FROM sync_state") == [("s9",)]
-        assert await store.backed_up_sessions("1") == {"a", "b", "c"}
-        assert await store.backed_up_sessions("2") == set()
+        assert await store.crypto.backed_up_sessions("1") == {"a", "b", "c"}
+        assert await store.crypto.backed_up_sessions("2") == set()
     finally:
         await store.close()

@@ -7,9 +7,11 @@ import shutil
 
 import pytest
 
+from bot.core.records import MessageRow
 from bot.storage import database
+from bot.storage.connection import Database
 from bot.storage.database import migrations, open_database, schema_version
-from bot.storage.store import MessageRow, Store
+from bot.storage.store import Store
 
 
 def message(event_id: str, room_id: str, sender: str = "@p:x", from_bot: bool = False):
@@ -34,9 +36,9 @@ async def store(tmp_path):
 
 
 async def answered(store: Store, room_id: str, question: str, answer: str, context: list[str]):
-    row = await store.queue_answer(room_id, question, 1, None, 1)
+    row = await store.conversations.queue_answer(room_id, question, 1, None, 1)
     assert row is not None
-    await store.update_answer(
+    await store.conversations.update_answer(
         row.id,
         answer_event_id=answer,
         status="complete",
@@ -48,50 +50,52 @@ async def answered(store: Store, room_id: str, question: str, answer: str, conte
 
 
 async def test_lookups_by_event_id_never_cross_rooms(store):
-    await store.save_message(message("$q", "!secret"))
+    await store.conversations.save_message(message("$q", "!secret"))
     await answered(store, "!secret", "$q", "$a", ["$q"])
-    assert await store.message("!secret", "$q") is not None
-    assert await store.message("!attacker", "$q") is None
-    assert await store.answer_by_event("!attacker", "$a") is None
-    assert await store.answer_for_question("!attacker", "$q") is None
-    assert (await store.answer_by_event("!secret", "$a")).question_event_id == "$q"
+    assert await store.conversations.message("!secret", "$q") is not None
+    assert await store.conversations.message("!attacker", "$q") is None
+    assert await store.conversations.answer_by_event("!attacker", "$a") is None
+    assert await store.conversations.answer_for_question("!attacker", "$q") is None
+    assert (await store.conversations.answer_by_event("!secret", "$a")).question_event_id == "$q"
     # the same id named in two rooms is two records (old room versions let servers pick ids)
-    await store.save_message(message("$q", "!attacker", sender="@evil:x"))
-    assert (await store.message("!secret", "$q")).sender == "@p:x"
-    assert await store.queue_answer("!attacker", "$q", 1, None, 1) is not None
+    await store.conversations.save_message(message("$q", "!attacker", sender="@evil:x"))
+    assert (await store.conversations.message("!secret", "$q")).sender == "@p:x"
+    assert await store.conversations.queue_answer("!attacker", "$q", 1, None, 1) is not None
 
 
 async def test_erasure_is_exact_and_stays_in_its_room(store):
     for room in ("!one", "!two"):
-        await store.save_message(message("$q", room))
+        await store.conversations.save_message(message("$q", room))
         await answered(store, room, "$q", f"$a{room}", ["$q"])
-    await store.save_message(message("$other", "!one"))
+    await store.conversations.save_message(message("$other", "!one"))
     await answered(store, "!one", "$other", "$b", ["$other"])
 
-    await store.erase_event("!one", "$%", 5)  # a LIKE pattern once matched every answer
-    await store.erase_event("!one", '"', 5)
+    await store.erasure.erase_event("!one", "$%", 5)  # a LIKE pattern once matched every answer
+    await store.erasure.erase_event("!one", '"', 5)
     for room, answer in (("!one", "$a!one"), ("!two", "$a!two"), ("!one", "$b")):
-        assert (await store.answer_by_event(room, answer)).text is not None
+        assert (await store.conversations.answer_by_event(room, answer)).text is not None
 
-    await store.erase_event("!two", "$q", 6)
-    assert (await store.answer_by_event("!two", "$a!two")).text is None
-    assert await store.message("!two", "$q") is None
-    assert (await store.answer_by_event("!one", "$a!one")).text == "answer $a!one"
-    assert await store.message("!one", "$q") is not None
+    await store.erasure.erase_event("!two", "$q", 6)
+    assert (await store.conversations.answer_by_event("!two", "$a!two")).text is None
+    assert await store.conversations.message("!two", "$q") is None
+    assert (await store.conversations.answer_by_event("!one", "$a!one")).text == "answer $a!one"
+    assert await store.conversations.message("!one", "$q") is not None
 
 
 async def test_erased_answers_are_not_rewritten_by_a_finishing_stream(store):
-    await store.save_message(message("$q", "!r"))
-    row = await store.queue_answer("!r", "$q", 1, None, 1)
-    await store.update_answer(row.id, status="streaming", request_messages=[{"c": "x"}])
-    await store.update_answer(row.id, answer_event_id="$a")
-    await store.erase_event("!r", "$q", 5)  # redacted while the model was still writing
-    await store.update_answer(row.id, status="complete", text="late words", tokens=3)
-    await store.save_message(message("$a", "!r", sender="@bot:x", from_bot=True))
-    after = await store.answer_by_event("!r", "$a")
+    await store.conversations.save_message(message("$q", "!r"))
+    row = await store.conversations.queue_answer("!r", "$q", 1, None, 1)
+    await store.conversations.update_answer(
+        row.id, status="streaming", request_messages=[{"c": "x"}]
+    )
+    await store.conversations.update_answer(row.id, answer_event_id="$a")
+    await store.erasure.erase_event("!r", "$q", 5)  # redacted while the model was still writing
+    await store.conversations.update_answer(row.id, status="complete", text="late words", tokens=3)
+    await store.conversations.save_message(message("$a", "!r", sender="@bot:x", from_bot=True))
+    after = await store.conversations.answer_by_event("!r", "$a")
     assert after.status == "complete" and after.text is None  # how it went stays, not what
-    assert await store.message("!r", "$a") is None
-    rows = await store.conn.execute_fetchall(
+    assert await store.conversations.message("!r", "$a") is None
+    rows = await store.db.conn.execute_fetchall(
         "SELECT request_messages, tokens FROM answers WHERE id = ?", (row.id,)
     )
     assert tuple(rows[0]) == (None, 3)
@@ -101,38 +105,42 @@ async def test_one_vote_per_person_per_answer(store):
     await answered(store, "!r", "$q", "$a", ["$q"])
     keys = ["👍", "👍️", "👍🏽", "+1", "👍️️"]
     for n, key in enumerate(keys):
-        await store.add_vote(f"$v{n}", "$a", "!r", "@p:x", "up", key, n)
-    await store.add_vote("$w", "$a", "!r", "@other:x", "up", "👍", 9)
+        await store.feedback.add_vote(f"$v{n}", "$a", "!r", "@p:x", "up", key, n)
+    await store.feedback.add_vote("$w", "$a", "!r", "@other:x", "up", "👍", 9)
 
     async def current() -> list[tuple[str, str]]:
-        rows = await store.conn.execute_fetchall(
+        rows = await store.db.conn.execute_fetchall(
             "SELECT sender, vote FROM current_votes WHERE room_id = '!r' ORDER BY sender"
         )
         return [tuple(row) for row in rows]
 
     assert await current() == [("@other:x", "up"), ("@p:x", "up")]
-    stats = await store.stats("!r")
+    stats = await store.feedback.stats("!r")
     assert (stats[0]["up"], stats[0]["down"]) == (2, 0)
 
-    await store.add_vote("$down", "$a", "!r", "@p:x", "down", "👎", 10)  # changes their mind
+    await store.feedback.add_vote(
+        "$down", "$a", "!r", "@p:x", "down", "👎", 10
+    )  # changes their mind
     assert await current() == [("@other:x", "up"), ("@p:x", "down")]
-    await store.withdraw_reaction("!elsewhere", "$down", 11)  # named from another room: nothing
+    await store.feedback.withdraw_reaction(
+        "!elsewhere", "$down", 11
+    )  # named from another room: nothing
     assert await current() == [("@other:x", "up"), ("@p:x", "down")]
     for reaction in ["$down"] + [f"$v{n}" for n in range(len(keys))]:
-        await store.withdraw_reaction("!r", reaction, 12)
+        await store.feedback.withdraw_reaction("!r", reaction, 12)
     assert await current() == [("@other:x", "up")]  # the last one withdrawn: no vote at all
 
 
 async def test_an_edit_changes_only_its_own_senders_message(store):
-    await store.save_message(message("$q", "!r"))
-    assert not await store.edit_question("!r", "$q", "@someone-else:x", "forged")
-    assert not await store.edit_question("!elsewhere", "$q", "@p:x", "forged")
-    assert await store.edit_question("!r", "$q", "@p:x", "edited question")
-    assert (await store.message("!r", "$q")).body == "edited question"
+    await store.conversations.save_message(message("$q", "!r"))
+    assert not await store.conversations.edit_question("!r", "$q", "@someone-else:x", "forged")
+    assert not await store.conversations.edit_question("!elsewhere", "$q", "@p:x", "forged")
+    assert await store.conversations.edit_question("!r", "$q", "@p:x", "edited question")
+    assert (await store.conversations.message("!r", "$q")).body == "edited question"
 
 
 async def test_deleted_text_is_overwritten_on_disk(store):
-    rows = await store.conn.execute_fetchall("PRAGMA secure_delete")
+    rows = await store.db.conn.execute_fetchall("PRAGMA secure_delete")
     assert rows[0][0] == 1
 
 
@@ -160,18 +168,18 @@ async def test_upgrade_from_schema_3_scopes_existing_rows(tmp_path, monkeypatch)
     await conn.close()
 
     monkeypatch.undo()
-    store = Store(await open_database(path))
+    store = Store.over(Database(await open_database(path)))
     try:
-        assert (await store.message("!r", "$q")).body == "question"
-        answer = await store.answer_by_event("!r", "$a")
+        assert (await store.conversations.message("!r", "$q")).body == "question"
+        answer = await store.conversations.answer_by_event("!r", "$a")
         assert answer.text == "ok" and answer.question_event_id == "$q"
-        room = await store.room("!r")
+        room = await store.rooms.room("!r")
         assert room.consent_notice_event_id == "$n" and room.consent_notice_version is None
-        votes = await store.conn.execute_fetchall("SELECT COUNT(*) FROM current_votes")
+        votes = await store.db.conn.execute_fetchall("SELECT COUNT(*) FROM current_votes")
         assert votes[0][0] == 1  # two variants by one person were two votes before
-        handled = await store.conn.execute_fetchall("SELECT event_id FROM handled_events")
+        handled = await store.db.conn.execute_fetchall("SELECT event_id FROM handled_events")
         assert [row[0] for row in handled] == ["$cmd"]
-        await store.erase_event("!r", "$q", 7)
-        assert (await store.answer_by_event("!r", "$a")).text is None
+        await store.erasure.erase_event("!r", "$q", 7)
+        assert (await store.conversations.answer_by_event("!r", "$a")).text is None
     finally:
         await store.close()

@@ -7,7 +7,7 @@ import logging
 from bot.core.clock import date_text, now_ms
 from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
-from bot.storage.store import Store
+from bot.core.stores import RoomStore
 from bot.texts import PromptTexts, say
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,9 @@ RESET_HELP = (
 
 
 class RoomCommands:
-    def __init__(self, prefix: str, store: Store, prompts: PromptTexts) -> None:
+    def __init__(self, prefix: str, rooms: RoomStore, prompts: PromptTexts) -> None:
         self.prefix = prefix
-        self.store = store
+        self.rooms = rooms
         self.prompts = prompts
 
     def specs(self) -> list[CommandSpec]:
@@ -56,7 +56,7 @@ class RoomCommands:
         if action == "history":
             return await self._history(room_id, lang)
         if action == "reset":
-            version = await self.store.add_prompt(room_id, None, sender, now_ms())
+            version = await self.rooms.add_prompt(room_id, None, sender, now_ms())
             log.info("prompt of %s reset to default by %s (v%d)", room_id, sender, version)
             return say(lang, "cmd.prompt.reset", version=version)
         if action != "set":
@@ -64,12 +64,12 @@ class RoomCommands:
         text = command.rest[len("set") :].strip()
         if not text:
             return say(lang, "cmd.prompt.empty", prefix=self.prefix)
-        version = await self.store.add_prompt(room_id, text[:MAX_PROMPT_CHARS], sender, now_ms())
+        version = await self.rooms.add_prompt(room_id, text[:MAX_PROMPT_CHARS], sender, now_ms())
         log.info("prompt of %s set by %s (v%d)", room_id, sender, version)
         return say(lang, "cmd.prompt.set", version=version)
 
     async def _show_prompt(self, room_id: str, lang: str) -> str:
-        current = await self.store.current_prompt(room_id)
+        current = await self.rooms.current_prompt(room_id)
         if current is None or current.text is None:
             origin = say(lang, "cmd.prompt.default")
             version = current.version if current else 0
@@ -83,7 +83,7 @@ class RoomCommands:
         return say(lang, "cmd.prompt.show", version=version, origin=origin, text=quoted)
 
     async def _history(self, room_id: str, lang: str) -> str:
-        rows = await self.store.prompt_history(room_id)
+        rows = await self.rooms.prompt_history(room_id)
         if not rows:
             return say(lang, "cmd.prompt.history_empty")
         lines = []
@@ -98,15 +98,15 @@ class RoomCommands:
     async def _mode(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.action not in ("mention", "all"):
             return say(lang, "cmd.mode.usage", prefix=self.prefix)
-        await self.store.set_room(message.room_id, mode=command.action)
+        await self.rooms.set_room(message.room_id, mode=command.action)
         return say(lang, "cmd.mode.set", mode=command.action)
 
     async def _lang(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.action not in ("fr", "en"):
             return say(lang, "cmd.lang.usage", prefix=self.prefix)
-        await self.store.set_room(message.room_id, lang=command.action)
+        await self.rooms.set_room(message.room_id, lang=command.action)
         return say(command.action, "cmd.lang.set")
 
     async def _reset(self, command: Command, message: TextMessage, lang: str) -> str:
-        await self.store.set_room(message.room_id, dm_reset_at=message.ts)
+        await self.rooms.set_room(message.room_id, dm_reset_at=message.ts)
         return say(lang, "cmd.reset")

@@ -50,10 +50,10 @@ class Relay:
         prefix = settings.bot.command_prefix
         self.commands = CommandRegistry(prefix, RoomAdmins(settings.bot.operators, self.port))
         self.data_commands = DataCommands(settings, store, self.regenerate)
-        self.commands.add(*RoomCommands(prefix, store, prompts).specs())
+        self.commands.add(*RoomCommands(prefix, store.rooms, prompts).specs())
         self.commands.add(*self.data_commands.specs())
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
-        self.history = History(settings.bot, store, self.port)
+        self.history = History(settings.bot, store.conversations, self.port)
         self.answerer = Answerer(
             settings, store, model, self.port, prompts, self.metrics, self.history, self._room
         )
@@ -102,7 +102,7 @@ class Relay:
 
     async def joined(self, room_id: str) -> None:
         """Right after the bot accepted an invite: only what comes next is answered."""
-        await self.store.add_room(room_id, now_ms())
+        await self.store.rooms.add_room(room_id, now_ms())
 
     def introduce(self, room_id: str) -> None:
         """Once the joined room has synced: post the join notice (once per room)."""
@@ -116,7 +116,7 @@ class Relay:
         prefix = self.settings.bot.command_prefix
         if await self._notice(room_id, self.prompts.join_notice(lang, prefix)) is None:
             return
-        await self.store.set_room(room_id, notice_sent=1)
+        await self.store.rooms.set_room(room_id, notice_sent=1)
         if self._collecting(room):
             await self._consent_notice(room_id, lang)
 
@@ -129,7 +129,7 @@ class Relay:
         text = self.prompts.consent_notice(lang, self.settings.bot.command_prefix, data.licence)
         event_id = await self._notice(room_id, text)
         if event_id is not None:
-            await self.store.set_room(
+            await self.store.rooms.set_room(
                 room_id,
                 consent_notice_event_id=event_id,
                 consent_notice_version=data.notice_version,
@@ -140,12 +140,12 @@ class Relay:
         consent to the older text no longer counts."""
         version = self.settings.data.notice_version
         for room_id in room_ids:
-            room = await self.store.room(room_id)
+            room = await self.store.rooms.room(room_id)
             if room is None or room.consent_notice_event_id is None:
                 continue  # never shown one: the join notice will
             if room.consent_notice_version is None:
                 # shown before versions were kept: taken as the version in force now
-                await self.store.set_room(room_id, consent_notice_version=version)
+                await self.store.rooms.set_room(room_id, consent_notice_version=version)
             elif room.consent_notice_version < version and self._collecting(room):
                 self._spawn(self._consent_notice(room_id, self._lang(room)), name="consent-again")
 
@@ -153,11 +153,11 @@ class Relay:
         return room.lang or self.settings.bot.default_lang
 
     async def _room(self, room_id: str) -> RoomRow:
-        room = await self.store.room(room_id)
+        room = await self.store.rooms.room(room_id)
         if room is None:
             # in a room we have no record of (database replaced): answer only what comes next
-            await self.store.add_room(room_id, now_ms())
-            room = await self.store.room(room_id)
+            await self.store.rooms.add_room(room_id, now_ms())
+            room = await self.store.rooms.room(room_id)
             assert room is not None
         return room
 
@@ -174,7 +174,9 @@ class Relay:
         if message.is_edit:
             edit = parse_edit(room_id, event)
             if edit is not None:  # only its own sender's edit, in its own room, counts
-                await self.store.edit_question(room_id, edit.target, edit.sender, edit.body)
+                await self.store.conversations.edit_question(
+                    room_id, edit.target, edit.sender, edit.body
+                )
             return
         if message.msgtype != "m.text":
             return
@@ -184,7 +186,7 @@ class Relay:
         lang = self._lang(room)
         command = parse_command(message.body, self.settings.bot.command_prefix)
         if command is not None:
-            if await self.store.claim_event(room_id, message.event_id, now_ms()):
+            if await self.store.sync.claim_event(room_id, message.event_id, now_ms()):
                 self._spawn(self._command(command, message, lang), name=f"command-{room_id}")
             return
         if not await self._addressed(message, room, is_dm):
@@ -192,7 +194,7 @@ class Relay:
         if not self._allowed(self.question_limit, message.sender, room, "limit.questions"):
             return
         await self.history.save(message)
-        row = await self.store.queue_answer(
+        row = await self.store.conversations.queue_answer(
             room_id,
             message.event_id,
             message.ts,
@@ -262,13 +264,13 @@ class Relay:
             await self._notice(message.room_id, reply, message.event_id, message.thread_root)
 
     async def _from_bot(self, room_id: str, event_id: str) -> bool:
-        stored = await self.store.message(room_id, event_id)
+        stored = await self.store.conversations.message(room_id, event_id)
         if stored is not None:
             return stored.from_bot
-        return await self.store.answer_by_event(room_id, event_id) is not None
+        return await self.store.conversations.answer_by_event(room_id, event_id) is not None
 
     async def _bot_thread(self, room_id: str, root: str) -> bool:
-        if await self.store.bot_answered_in_thread(room_id, root):
+        if await self.store.conversations.bot_answered_in_thread(room_id, root):
             return True
         return await self._from_bot(room_id, root)
 
@@ -281,7 +283,7 @@ class Relay:
         if key == CONSENT_KEY and self.settings.data.collection == "opt_in":
             room = await self._room(room_id)
             on_notice = reaction.target == room.consent_notice_event_id
-            claimed = on_notice and await self.store.claim_event(
+            claimed = on_notice and await self.store.sync.claim_event(
                 room_id, reaction.event_id, now_ms()
             )
             if claimed:
@@ -290,17 +292,17 @@ class Relay:
                 )
                 self._spawn(self._notice(room_id, reply, reaction.target), name="consent")
             return
-        answer = await self.store.answer_by_event(room_id, reaction.target)
+        answer = await self.store.conversations.answer_by_event(room_id, reaction.target)
         if answer is None:
             return
         args = (reaction.event_id, reaction.target, room_id, reaction.sender)
         vote = normalise_vote(reaction.key)
         if vote is not None:
-            if await self.store.add_vote(*args, vote, reaction.key, reaction.ts):
+            if await self.store.feedback.add_vote(*args, vote, reaction.key, reaction.ts):
                 self.metrics.votes.labels(vote).inc()
         elif key in self.reasons:
-            await self.store.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
-        elif key == REGENERATE_KEY and await self.store.claim_event(
+            await self.store.feedback.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
+        elif key == REGENERATE_KEY and await self.store.sync.claim_event(
             room_id, reaction.event_id, now_ms()
         ):
             notice = await self.regenerate(answer, reaction.sender)
@@ -312,11 +314,11 @@ class Relay:
         if redaction is not None:
             # a withdrawn reaction, or a message whose text and derived records must go
             redacts, now = redaction.redacts, now_ms()
-            await self.store.withdraw_reaction(room_id, redacts, now)
-            await self.store.erase_event(room_id, redacts, now)
-            given = await self.store.consent_given_by(room_id, redacts)
+            await self.store.feedback.withdraw_reaction(room_id, redacts, now)
+            await self.store.erasure.erase_event(room_id, redacts, now)
+            given = await self.store.feedback.consent_given_by(room_id, redacts)
             if given is not None:  # taking back the ✅ takes back the consent
-                await self.store.add_consent(given[0], "no", given[1], room_id, now)
+                await self.store.feedback.add_consent(given[0], "no", given[1], room_id, now)
 
     async def regenerate(self, answer: AnswerRow, requester: str) -> str:
         """A new answer to the same question, kept as a sibling of the first; the notice to
@@ -326,10 +328,12 @@ class Relay:
         if not self._allowed(self.regeneration_limit, requester, room, "limit.regenerations"):
             return ""
         most = self.settings.bot.max_answers_per_question
-        count = await self.store.siblings(answer.room_id, answer.question_event_id)
+        count = await self.store.conversations.siblings(answer.room_id, answer.question_event_id)
         if count >= most:
             return say(self._lang(room), "limit.siblings", count=count)
-        sibling = await self.store.add_sibling(answer, now_ms(), collected=room.collection)
+        sibling = await self.store.conversations.add_sibling(
+            answer, now_ms(), collected=room.collection
+        )
         self._schedule(sibling, self.port.is_dm(answer.room_id))
         return ""
 
@@ -338,10 +342,12 @@ class Relay:
         """Answers owed from before a restart: finish them once, or drop those too old."""
         await self.ask_consent_again(rooms or set())
         oldest = now_ms() - self.settings.bot.catch_up_minutes * 60_000
-        for row in await self.store.open_answers():
+        for row in await self.store.conversations.open_answers():
             if row.question_ts < oldest:
                 status = "cut" if row.answer_event_id else "skipped"
-                await self.store.update_answer(row.id, status=status, finished_at=now_ms())
+                await self.store.conversations.update_answer(
+                    row.id, status=status, finished_at=now_ms()
+                )
                 continue
             log.info("resuming answer to %s in %s", row.question_event_id, row.room_id)
             self._schedule(row, row.room_id in dm_rooms)

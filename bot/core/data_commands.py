@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from bot.config import Settings
 from bot.core.clock import date_text, now_ms
 from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
-from bot.storage.store import AnswerRow, Store
+from bot.core.records import AnswerRow
+from bot.core.stores import ConversationStore, ErasureStore, FeedbackStore, RoomStore
 from bot.texts import say
 
 log = logging.getLogger(__name__)
 # (answer, who asks) -> the notice to give instead of a new answer, or ""
 Regenerate = Callable[[AnswerRow, str], Awaitable[str]]
 MAX_CORRECTION_CHARS = 8000
+
+
+class DataStores(Protocol):
+    feedback: FeedbackStore
+    erasure: ErasureStore
+    rooms: RoomStore
+    conversations: ConversationStore
+
 
 CONSENT_HELP = (
     HelpLine("yes|no|status", "accord pour les données d'entraînement",
@@ -37,9 +47,17 @@ COLLECT_HELP = (
 
 
 class DataCommands:
-    def __init__(self, settings: Settings, store: Store, regenerate: Regenerate) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: DataStores,
+        regenerate: Regenerate,
+    ) -> None:
         self.settings = settings
-        self.store = store
+        self.feedback = stores.feedback
+        self.erasure = stores.erasure
+        self.rooms = stores.rooms
+        self.answers = stores.conversations
         self.regenerate = regenerate
 
     @property
@@ -64,7 +82,7 @@ class DataCommands:
         self, user_id: str, room_id: str, lang: str, reaction_id: str | None = None
     ) -> str:
         version = self.settings.data.notice_version
-        await self.store.add_consent(user_id, "yes", version, room_id, now_ms(), reaction_id)
+        await self.feedback.add_consent(user_id, "yes", version, room_id, now_ms(), reaction_id)
         return say(lang, "cmd.consent.yes", version=version, prefix=self.prefix)
 
     async def consent(self, command: Command, message: TextMessage, lang: str) -> str:
@@ -75,10 +93,12 @@ class DataCommands:
             return await self.record_consent(message.sender, message.room_id, lang)
         if action == "no":
             version = self.settings.data.notice_version
-            await self.store.add_consent(message.sender, "no", version, message.room_id, now_ms())
+            await self.feedback.add_consent(
+                message.sender, "no", version, message.room_id, now_ms()
+            )
             return say(lang, "cmd.consent.no")
         if action == "status":
-            current = await self.store.consent(message.sender)
+            current = await self.feedback.consent(message.sender)
             version = self.settings.data.notice_version
             if current and current[0] == "yes" and current[1] < version:
                 prefix, old = self.prefix, current[1]
@@ -93,7 +113,7 @@ class DataCommands:
     async def forget(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.args != ["me"]:
             return say(lang, "cmd.forget.usage", prefix=self.prefix)
-        await self.store.forget(message.sender, now_ms())
+        await self.erasure.forget(message.sender, now_ms())
         log.info("erased everything stored about a person on request")
         return say(lang, "cmd.forget.done")
 
@@ -101,14 +121,14 @@ class DataCommands:
         """The answer replied to, in the room the command came from and nowhere else."""
         if not message.reply_to:
             return None
-        return await self.store.answer_by_event(message.room_id, message.reply_to)
+        return await self.answers.answer_by_event(message.room_id, message.reply_to)
 
     async def correct(self, command: Command, message: TextMessage, lang: str) -> str:
         answer = await self._replied_answer(message)
         text = command.rest.strip()
         if answer is None or answer.answer_event_id is None or not text:
             return say(lang, "cmd.correct.usage", prefix=self.prefix)
-        await self.store.add_correction(
+        await self.feedback.add_correction(
             message.event_id,
             answer.answer_event_id,
             message.room_id,
@@ -117,7 +137,7 @@ class DataCommands:
             message.ts,
         )
         # a correction says the answer was not good enough: it counts as a 👎
-        await self.store.add_vote(
+        await self.feedback.add_vote(
             message.event_id,
             answer.answer_event_id,
             message.room_id,
@@ -137,7 +157,7 @@ class DataCommands:
 
     async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
         operator = message.sender in self.settings.bot.operators
-        rows = await self.store.stats(None if operator else message.room_id)
+        rows = await self.feedback.stats(None if operator else message.room_id)
         if not rows:
             return say(lang, "cmd.stats.empty")
         lines = []
@@ -163,5 +183,5 @@ class DataCommands:
     async def collect(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.action not in ("on", "off"):
             return say(lang, "cmd.collect.usage", prefix=self.prefix)
-        await self.store.set_room(message.room_id, collection=int(command.action == "on"))
+        await self.rooms.set_room(message.room_id, collection=int(command.action == "on"))
         return say(lang, "cmd.collect.set", state=command.action)

@@ -8,16 +8,17 @@ from bot.config import BotSettings
 from bot.core.context import Turn
 from bot.core.events import TextMessage
 from bot.core.ports import ChatPort
+from bot.core.records import MessageRow, RoomRow
+from bot.core.stores import ConversationStore
 from bot.core.triggers import strip_bot_name
-from bot.storage.store import MessageRow, RoomRow, Store
 
 MAX_CHAIN = 50
 
 
 class History:
-    def __init__(self, settings: BotSettings, store: Store, port: ChatPort) -> None:
+    def __init__(self, settings: BotSettings, messages: ConversationStore, port: ChatPort) -> None:
         self.settings = settings
-        self.store = store
+        self.messages = messages
         self.port = port
 
     @property
@@ -36,7 +37,7 @@ class History:
             thread_root=message.thread_root,
             from_bot=message.sender == self.bot_id,
         )
-        await self.store.save_message(row)
+        await self.messages.save_message(row)
         return row
 
     async def conversation(
@@ -45,7 +46,9 @@ class History:
         """The messages the model should see, oldest first, ending with the question."""
         if question.thread_root:
             root = await self.message(room.room_id, question.thread_root)
-            later = await self.store.thread_messages(room.room_id, question.thread_root, MAX_CHAIN)
+            later = await self.messages.thread_messages(
+                room.room_id, question.thread_root, MAX_CHAIN
+            )
             chain = ([root] if root else []) + [m for m in later if m.ts <= question.ts]
         elif question.reply_to:
             chain = [question]
@@ -64,7 +67,7 @@ class History:
         bot = self.settings
         # up to the question, not up to now: a question answered late (after a restart)
         # gets the exchange as it stood when it was asked
-        recent = await self.store.recent_messages(
+        recent = await self.messages.recent_messages(
             room.room_id, room.dm_reset_at, question.ts, bot.dm_history_messages
         )
         recent = [m for m in recent if m.event_id != question.event_id]
@@ -84,7 +87,7 @@ class History:
         return Turn("user", body, speaker=message.sender_name or message.sender)
 
     async def message(self, room_id: str, event_id: str) -> MessageRow | None:
-        stored = await self.store.message(room_id, event_id)
+        stored = await self.messages.message(room_id, event_id)
         if stored is not None:
             return stored
         fetched = await self.port.fetch_message(room_id, event_id)

@@ -12,7 +12,7 @@ an event of another room.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,10 +20,8 @@ import aiosqlite
 
 from bot.core.triggers import strip_bot_name
 from bot.export.privacy import person_names
+from bot.storage.export_reader import Key, SqliteExportReader
 from bot.texts import PromptTexts
-
-BATCH = 500
-Key = tuple[str, str]  # (room id, event id)
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class Answer:
 class ExportSource:
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        reader: SqliteExportReader,
         prompts: PromptTexts,
         default_lang: str,
         bot_id: str,
@@ -74,7 +72,7 @@ class ExportSource:
         opt_in: bool,
         notice_version: int,
     ) -> None:
-        self.conn = conn
+        self.reader = reader
         self.prompts = prompts
         self.default_lang = default_lang
         self.bot_id = bot_id
@@ -88,24 +86,16 @@ class ExportSource:
     async def load_consents(self) -> None:
         """People whose latest word is yes, to the notice in force: a "yes" to an older notice
         agreed to other terms, so it waits for a new answer."""
-        query = (
-            "SELECT c.user_id, c.action, c.notice_version FROM consents c "
-            "JOIN (SELECT user_id, MAX(id) AS id FROM consents GROUP BY user_id) latest "
-            "ON latest.id = c.id"
-        )
-        async with self.conn.execute(query) as cursor:
-            async for row in cursor:
-                if row["action"] == "yes" and row["notice_version"] >= self.notice_version:
-                    self.consenting.add(row["user_id"])
-                    self.notice_versions[row["user_id"]] = row["notice_version"]
+        async for row in self.reader.latest_consents():
+            if row["action"] == "yes" and row["notice_version"] >= self.notice_version:
+                self.consenting.add(row["user_id"])
+                self.notice_versions[row["user_id"]] = row["notice_version"]
 
     async def people_names(self) -> set[str]:
         """Every name the people the bot has stored may go by, the bot's own excepted."""
         names: set[str] = set()
-        query = "SELECT DISTINCT sender, sender_name FROM messages WHERE from_bot = 0"
-        async with self.conn.execute(query) as cursor:
-            async for row in cursor:
-                names |= person_names(row["sender"], row["sender_name"])
+        async for row in self.reader.people():
+            names |= person_names(row["sender"], row["sender_name"])
         return names
 
     def may_use(self, user_id: str | None) -> bool:
@@ -128,23 +118,9 @@ class ExportSource:
             yield group
 
     async def _answers(self, since_ms: int, room: str | None) -> AsyncIterator[Answer]:
-        query = (
-            "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
-            "WHERE a.status IN ('complete', 'cut') AND a.erased_at IS NULL "
-            "AND a.text IS NOT NULL AND a.answer_event_id IS NOT NULL AND r.collection = 1 "
-            "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
-            "ORDER BY a.room_id, a.question_event_id, a.sibling"
-        )
-        batch: list[aiosqlite.Row] = []
-        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
-            async for row in cursor:
-                batch.append(row)
-                if len(batch) >= BATCH:
-                    for answer in await self._complete(batch):
-                        yield answer
-                    batch = []
-        for answer in await self._complete(batch):
-            yield answer
+        async for batch in self.reader.finished_answers(since_ms, room):
+            for answer in await self._complete(batch):
+                yield answer
 
     async def _complete(self, rows: list[aiosqlite.Row]) -> list[Answer]:
         if not rows:
@@ -155,12 +131,11 @@ class ExportSource:
             for row in rows
             for event_id in json.loads(row["context_event_ids"] or "[]")
         }
-        messages = await self._by_key("messages", "event_id", context_keys)
-        standing = " AND withdrawn_at IS NULL"
+        messages = await self.reader.by_key("messages", context_keys)
         # current_votes: one vote per person and answer, however many reactions they left
-        votes = await self._by_key("current_votes", "answer_event_id", answer_keys, standing)
-        labels = await self._by_key("labels", "answer_event_id", answer_keys, standing)
-        corrections = await self._by_key("corrections", "answer_event_id", answer_keys)
+        votes = await self.reader.by_key("current_votes", answer_keys, standing_only=True)
+        labels = await self.reader.by_key("labels", answer_keys, standing_only=True)
+        corrections = await self.reader.by_key("corrections", answer_keys)
         answers = []
         for row, key in zip(rows, answer_keys, strict=True):
             context = await self._context(row, messages)
@@ -220,36 +195,11 @@ class ExportSource:
         if key not in self._room_prompts:
             text, usable = self.prompts.system(lang), True
             if version:
-                async with self.conn.execute(
-                    "SELECT text, set_by FROM prompts WHERE room_id = ? AND version = ?",
-                    (room_id, version),
-                ) as cursor:
-                    row = await cursor.fetchone()
+                row = await self.reader.prompt(room_id, version)
                 if row is not None and row["text"] is not None:
                     text, usable = row["text"], self.may_use(row["set_by"])
             self._room_prompts[key] = (text, usable)
         return self._room_prompts[key]
-
-    async def _by_key(
-        self, table: str, column: str, keys: Iterable[Key], condition: str = ""
-    ) -> dict[Key, list[dict[str, Any]]]:
-        """Rows whose (room_id, column) is one of keys, grouped by that pair, oldest first."""
-        by_room: dict[str, list[str]] = {}
-        for room_id, event_id in keys:
-            by_room.setdefault(room_id, []).append(event_id)
-        grouped: dict[Key, list[dict[str, Any]]] = {}
-        for room_id, event_ids in by_room.items():
-            for start in range(0, len(event_ids), BATCH):
-                chunk = event_ids[start : start + BATCH]
-                marks = ", ".join("?" * len(chunk))
-                query = (
-                    f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
-                    f"{condition} ORDER BY ts"
-                )
-                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
-                    async for row in cursor:
-                        grouped.setdefault((room_id, row[column]), []).append(dict(row))
-        return grouped
 
 
 def _question(answer: Answer) -> Key:

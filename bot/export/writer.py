@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-import aiosqlite
-
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.errors import OperatorError, UsageError
 from bot.export.formats import BUILDERS, RowMaker
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
-from bot.storage.database import migrations, schema_version
+from bot.storage.export_reader import SchemaMismatch, SqliteExportReader
 from bot.texts import PromptTexts
 
 DATABASE_NAME = "lucie-bot.sqlite3"
@@ -71,12 +69,10 @@ async def _export(
     settings: Settings, request: ExportRequest, progress: TextIO | None, database: Path, secret: str
 ) -> int:
     data = settings.data
-    conn = await aiosqlite.connect(f"file:{database}?mode=ro", uri=True)
-    conn.row_factory = aiosqlite.Row
+    reader = await _open(database)
     try:
-        await _check_schema(conn)
         source = ExportSource(
-            conn,
+            reader,
             PromptTexts(settings.bot.prompts_dir),
             settings.bot.default_lang,
             settings.matrix.user_id,
@@ -95,20 +91,21 @@ async def _export(
         )
         count = await _write(source, maker, request, progress)
     finally:
-        await conn.close()
+        await reader.close()
     if progress is not None:
         progress.write(f"\r{count} rows written to {request.out}\n")
     return count
 
 
-async def _check_schema(conn: aiosqlite.Connection) -> None:
+async def _open(database: Path) -> SqliteExportReader:
     """The export reads the database without upgrading it: the bot does that when it starts."""
-    found, known = await schema_version(conn), len(migrations())
-    if found != known:
+    try:
+        return await SqliteExportReader.open(database)
+    except SchemaMismatch as exc:
         raise ExportError(
-            f"the database has schema version {found} and this lucie-bot reads {known}:"
+            f"the database has schema version {exc.found} and this lucie-bot reads {exc.known}:"
             " start the bot once with this version (it upgrades the database), then export"
-        )
+        ) from None
 
 
 async def _write(

@@ -67,7 +67,7 @@ class OpsServer:
         # hold them all
         probe_bound_s = settings.llm.connect_timeout_s + 5
         # a real write (a read cannot see a read-only or full disk), but at most one per period
-        self._database = Cached(lambda: _safely(store.writable), ttl_s)
+        self._database = Cached(lambda: _safely(store.db.writable), ttl_s)
         self._model = Cached(lambda: _bounded(model.reachable(), probe_bound_s), ttl_s)
 
     async def start(self) -> None:

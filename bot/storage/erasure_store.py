@@ -1,0 +1,63 @@
+"""Erasure: a redacted message, or everything about a person, and every record built on it."""
+
+from __future__ import annotations
+
+from bot.storage.connection import Database
+
+
+class SqliteErasure:
+    """Takes words out of every record that carried them; only the fact of erasure stays."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def forget(self, user_id: str, now: int) -> None:
+        """Erase everything stored about a person; only the fact of erasure stays."""
+        rows = await self.db.all("SELECT room_id, event_id FROM messages WHERE sender = ?", user_id)
+        for row in rows:
+            await self._erase(row["room_id"], row["event_id"], now)
+        for table in ("votes", "labels", "corrections", "undecrypted"):
+            await self.db.write(f"DELETE FROM {table} WHERE sender = ?", user_id)
+        await self.db.write("DELETE FROM consents WHERE user_id = ?", user_id)
+        # a room's prompt history stays (it is the room's configuration), without its author
+        await self.db.write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
+        await self.db.write(
+            "INSERT INTO consents (user_id, action, notice_version, room_id, ts) "
+            "VALUES (?, 'erased', 0, NULL, ?)",
+            user_id,
+            now,
+        )
+        await self.db.checkpoint()
+
+    async def erase_event(self, room_id: str, event_id: str, now: int) -> None:
+        """A message is gone (redacted, or its author erased): its text goes, and so does every
+        answer built on it, and every answer built on those, since each carried the words."""
+        await self._erase(room_id, event_id, now)
+        await self.db.checkpoint()
+
+    async def _erase(self, room_id: str, event_id: str, now: int) -> None:
+        pending, seen = [event_id], set()
+        # exact matches within the room only: an id is data, never a pattern
+        condition = (
+            "room_id = ? AND (question_event_id = ? OR answer_event_id = ? OR EXISTS "
+            "(SELECT 1 FROM json_each(CASE WHEN json_valid(context_event_ids) "
+            "THEN context_event_ids END) WHERE value = ?))"
+        )
+        while pending:
+            current = pending.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            args = (room_id, current, current, current)
+            built_on = await self.db.all(
+                "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, "
+                f"text = NULL, erased_at = COALESCE(erased_at, ?) WHERE {condition} "
+                "RETURNING answer_event_id",
+                now,
+                *args,
+            )
+            pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
+            for table in ("messages", "corrections", "undecrypted"):
+                await self.db.write(
+                    f"DELETE FROM {table} WHERE room_id = ? AND event_id = ?", room_id, current
+                )

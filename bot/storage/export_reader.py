@@ -1,0 +1,122 @@
+"""What the export reads, through the same storage layer as the bot: streamed and batched, so a
+database of millions of votes is read in constant memory. Read-only: it never upgrades or
+changes the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.storage.database import migrations, schema_version
+
+BATCH = 500
+Key = tuple[str, str]  # (room id, event id)
+# tables the export reads by (room id, event id), and the column that holds the event id
+KEYED = {
+    "messages": "event_id",
+    "current_votes": "answer_event_id",
+    "labels": "answer_event_id",
+    "corrections": "answer_event_id",
+}
+
+
+class SchemaMismatch(Exception):
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(f"schema {found}, code {known}")
+        self.found, self.known = found, known
+
+
+class SqliteExportReader:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteExportReader:
+        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+        conn.row_factory = aiosqlite.Row
+        reader = cls(conn)
+        try:
+            found, known = await schema_version(conn), len(migrations())
+            if found != known:
+                raise SchemaMismatch(found, known)
+        except BaseException:
+            await conn.close()
+            raise
+        return reader
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def latest_consents(self) -> AsyncIterator[aiosqlite.Row]:
+        """Each person's latest consent row: user_id, action, notice_version."""
+        query = (
+            "SELECT c.user_id, c.action, c.notice_version FROM consents c "
+            "JOIN (SELECT user_id, MAX(id) AS id FROM consents GROUP BY user_id) latest "
+            "ON latest.id = c.id"
+        )
+        async with self.conn.execute(query) as cursor:
+            async for row in cursor:
+                yield row
+
+    async def people(self) -> AsyncIterator[aiosqlite.Row]:
+        """Everyone whose words the bot kept: sender, sender_name."""
+        query = "SELECT DISTINCT sender, sender_name FROM messages WHERE from_bot = 0"
+        async with self.conn.execute(query) as cursor:
+            async for row in cursor:
+                yield row
+
+    async def finished_answers(
+        self, since_ms: int, room: str | None
+    ) -> AsyncIterator[list[aiosqlite.Row]]:
+        """Answers that may be exported, in batches, siblings of a question together."""
+        query = (
+            "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
+            "WHERE a.status IN ('complete', 'cut') AND a.erased_at IS NULL "
+            "AND a.text IS NOT NULL AND a.answer_event_id IS NOT NULL AND r.collection = 1 "
+            "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
+            "ORDER BY a.room_id, a.question_event_id, a.sibling"
+        )
+        batch: list[aiosqlite.Row] = []
+        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
+            async for row in cursor:
+                batch.append(row)
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    async def prompt(self, room_id: str, version: int) -> aiosqlite.Row | None:
+        """A room's prompt version: text, set_by."""
+        async with self.conn.execute(
+            "SELECT text, set_by FROM prompts WHERE room_id = ? AND version = ?",
+            (room_id, version),
+        ) as cursor:
+            return await cursor.fetchone()
+
+    async def by_key(
+        self, table: str, keys: Iterable[Key], standing_only: bool = False
+    ) -> dict[Key, list[dict[str, Any]]]:
+        """Rows of a keyed table whose (room_id, event id) is one of keys, grouped by that
+        pair, oldest first; standing_only leaves out withdrawn reactions."""
+        column = KEYED[table]
+        condition = " AND withdrawn_at IS NULL" if standing_only else ""
+        by_room: dict[str, list[str]] = {}
+        for room_id, event_id in keys:
+            by_room.setdefault(room_id, []).append(event_id)
+        grouped: dict[Key, list[dict[str, Any]]] = {}
+        for room_id, event_ids in by_room.items():
+            for start in range(0, len(event_ids), BATCH):
+                chunk = event_ids[start : start + BATCH]
+                marks = ", ".join("?" * len(chunk))
+                query = (
+                    f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
+                    f"{condition} ORDER BY ts"
+                )
+                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
+                    async for row in cursor:
+                        grouped.setdefault((room_id, row[column]), []).append(dict(row))
+        return grouped
