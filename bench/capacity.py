@@ -211,7 +211,12 @@ async def run(args: argparse.Namespace) -> None:
             synapse,
             account,
             llm,
-            bot={"edit_interval_s": args.edit_interval, "shutdown_grace_s": 5},
+            # load from a few senders is the point here, not something to limit
+            bot={
+                "edit_interval_s": args.edit_interval,
+                "shutdown_grace_s": 5,
+                "questions_per_person": 0,
+            },
             llm_settings={"max_concurrent_requests": max(args.rooms)},
             data={"collection": "off"},
             log_level="INFO",

@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace) -> None:
             synapse,
             account,
             llm,
-            bot={"edit_interval_s": args.edit_interval},
+            bot={"edit_interval_s": args.edit_interval, "questions_per_person": 0},
             llm_settings={"max_concurrent_requests": args.concurrency},
             log_level="INFO",
         )

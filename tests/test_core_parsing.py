@@ -235,3 +235,41 @@ def test_reply_and_edit_contents():
     assert edit["m.mentions"] == {} and edit["body"] == "* final"
     assert "org.matrix.msc4357.live" not in edit["m.new_content"]
     assert message_content("n", "m.notice")["m.mentions"] == {}
+
+
+def _unbounded_wildcards(pattern: str) -> bool:
+    """A '.' repeated without bound: on a tag that never closes, the engine tries every start
+    and scans to the end from each one, so its cost grows with the square of the length."""
+    return any(wildcard in pattern for wildcard in (".*", ".+", r"[\s\S]*", r"[^<]*"))
+
+
+def test_reply_fallback_stripping_is_linear_on_hostile_bodies():
+    import re
+
+    import bot.core.events as events
+
+    # no backtracking pattern runs on what a room member writes
+    patterns = [v for v in vars(events).values() if isinstance(v, re.Pattern)]
+    assert not [p.pattern for p in patterns if _unbounded_wildcards(p.pattern)]
+
+    # 65 kB of reply tags that never close: left as they are (cut to the bound), not stripped
+    unclosed = "<mx-reply>" * 6_500 + "la question"
+    reply = {"m.in_reply_to": {"event_id": "$q"}}
+    content = {"msgtype": "m.text", "body": "x", "formatted_body": unclosed, "m.relates_to": reply}
+    parsed = parse_message("!r", event(content))
+    assert parsed.formatted_body == unclosed[: events.MAX_BODY_CHARS]
+
+    # thousands of openings, one close: everything up to it goes, as the old pattern did
+    closed = "<MX-REPLY>" * 6_000 + "<blockquote>citée</blockquote></Mx-Reply>la <b>question</b>"
+    parsed = parse_message("!r", event({**content, "formatted_body": closed}))
+    assert parsed.formatted_body == "la <b>question</b>"
+
+    # several fallbacks in a row, text between them kept; an unclosed last one left alone
+    several = "<mx-reply>a</mx-reply>un<mx-reply>b</mx-reply>deux<mx-reply>c"
+    parsed = parse_message("!r", event({**content, "formatted_body": several}))
+    assert parsed.formatted_body == "undeux<mx-reply>c"
+
+    # a body larger than any homeserver sends is cut before anything scans it
+    huge = "> q\n" * 40_000 + "\nla question"
+    parsed = parse_message("!r", event({**content, "body": huge}))
+    assert len(parsed.body) <= events.MAX_BODY_CHARS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections import defaultdict
@@ -152,9 +153,48 @@ class MatrixUser:
     async def react_encrypted(self, room_id: str, event_id: str, key: str) -> str:
         """A reaction encrypted like any event, as some clients send them (nio never does)."""
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}
-        event_type, encrypted = self.client.encrypt(room_id, "m.reaction", content)
+        return await self.send_encrypted(room_id, "m.reaction", content)
+
+    async def send_encrypted(
+        self, room_id: str, event_type: str, content: dict[str, Any], **top_level: Any
+    ) -> str:
+        """Any inner event type, with any top-level keys (redacts, state_key...), inside an
+        m.room.encrypted event: what a hostile member's client can write."""
+        client, olm = self.client, self.client.olm
+        assert olm is not None
+        room = client.rooms[room_id]
+        if not room.members_synced:
+            await client.joined_members(room_id)
+        session = olm.outbound_group_sessions.get(room_id)
+        if session is None or not session.shared or session.expired:
+            await client.share_group_session(room_id, ignore_unverified_devices=True)
+        payload = {**top_level, "type": event_type, "content": content}
+        encrypted = olm.group_encrypt(room_id, payload)
+        return await self._put_event(room_id, "m.room.encrypted", encrypted)
+
+    async def send_junk_encrypted(self, room_id: str, count: int, at_once: int = 10) -> list[str]:
+        """m.room.encrypted events no one can read: made-up sessions, garbage ciphertext, sent
+        raw through the client-server API. They name this user's real device, so the key
+        requests the bot sends for them arrive here and can be counted."""
+        device_id = self.client.device_id
+        gate = asyncio.Semaphore(at_once)
+
+        async def one() -> str:
+            content = {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "sender_key": secrets.token_urlsafe(32).rstrip("="),
+                "ciphertext": secrets.token_urlsafe(96),
+                "session_id": secrets.token_urlsafe(32).rstrip("="),
+                "device_id": device_id,
+            }
+            async with gate:
+                return await self._put_event(room_id, "m.room.encrypted", content)
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    async def _put_event(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
         token = self.client.access_token
-        method, path, data = Api.room_send(token, room_id, event_type, encrypted, uuid.uuid4().hex)
+        method, path, data = Api.room_send(token, room_id, event_type, content, uuid.uuid4().hex)
         response = await self.client._send(RoomSendResponse, method, path, data, (room_id,))
         assert isinstance(response, RoomSendResponse), response
         return response.event_id
