@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from bot.errors import UsageError
+
 LANGS = ("fr", "en")
 
 MESSAGES: dict[str, dict[str, str]] = {
@@ -17,26 +19,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.rejected": "⚠️ Le serveur du modèle a refusé la requête.",
         "error.empty": "⚠️ Le modèle n'a rien répondu. Reformulez votre question.",
         "error.internal": "⚠️ Un problème interne a empêché la réponse. Réessayez dans un instant.",
+        "error.refused": "⚠️ Le serveur Matrix a refusé ma réponse ici (par exemple un fil rattaché à un autre salon). Posez la question directement dans ce salon.",
         "answer.incomplete": "_(réponse incomplète)_",
         "encryption.unreadable": "🔒 Je n'ai pas pu lire ce message chiffré : sa clé ne m'est jamais parvenue. Renvoyez-le. Si cela se reproduit, redémarrez votre application ou vérifiez qu'elle n'exclut pas mon appareil.",
         "cmd.unknown": "Commande inconnue : `{command}`. Essayez `{prefix} help`.",
         "cmd.not_admin": "Refusé : seuls les administrateurs du salon (ceux qui peuvent modifier ses niveaux de pouvoir) peuvent faire cela.",
-        "cmd.help": (
-            "Commandes :\n"
-            "- `{prefix} help` : cette aide\n"
-            "- `{prefix} prompt show` : afficher les consignes du salon\n"
-            "- `{prefix} prompt set <texte>` : changer les consignes (admins)\n"
-            "- `{prefix} prompt reset` : revenir aux consignes par défaut (admins)\n"
-            "- `{prefix} prompt history` : versions précédentes des consignes\n"
-            "- `{prefix} mode mention|all` : répondre seulement aux mentions, ou à tout (admins)\n"
-            "- `{prefix} lang fr|en` : langue du bot dans ce salon (admins)\n"
-            "- `{prefix} reset` : oublier la conversation en cours (message direct)\n"
-            "- `{prefix} consent yes|no|status` : accord pour les données d'entraînement\n"
-            "- `{prefix} forget me` : effacer tout ce qui vous concerne\n"
-            "- `{prefix} correct <texte>` / `{prefix} retry` (en réponse) : corriger, régénérer\n"
-            "- `{prefix} stats`, `{prefix} collect on|off` : statistiques, collecte (admins)\n"
-            "Votez sur les réponses avec 👍 ou 👎."
-        ),
+        "cmd.help.footer": "Votez sur les réponses avec 👍 ou 👎.",
         "cmd.prompt.show": "Consignes du salon (version {version}, {origin}) :\n\n{text}",
         "cmd.prompt.default": "par défaut",
         "cmd.prompt.set_by": "définies par {who} le {when}",
@@ -57,6 +45,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cmd.consent.status_no": "Vous n'avez pas donné votre accord : rien de ce que vous écrivez n'est exporté.",
         "cmd.consent.usage": "Usage : `{prefix} consent yes|no|status`.",
         "cmd.collection.off": "La collecte de données est désactivée ici.",
+        "cmd.consent.outdated": "Le texte sur les données a changé depuis votre accord (version {old}, maintenant {version}) : votre ancien accord ne compte plus. `{prefix} consent yes` pour accepter le nouveau texte.",
+        "limit.questions": "⏳ Vous avez posé beaucoup de questions ces dernières minutes. Pour laisser la place aux autres, réessayez dans {minutes} min.",
+        "limit.regenerations": "⏳ Vous avez demandé beaucoup de nouvelles réponses ces dernières minutes. Réessayez dans {minutes} min.",
+        "limit.siblings": "Cette question a déjà eu {count} réponses : posez-la autrement pour en obtenir une nouvelle.",
         "cmd.collect.set": "Collecte de données dans ce salon : {state}.",
         "cmd.collect.usage": "Usage : `{prefix} collect on|off`.",
         "cmd.forget.done": "Tout ce qui vous concernait a été effacé (questions, votes, corrections, accords).",
@@ -77,26 +69,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "error.rejected": "⚠️ The model server refused the request.",
         "error.empty": "⚠️ The model gave no answer. Please rephrase your question.",
         "error.internal": "⚠️ An internal problem prevented the answer. Please try again shortly.",
+        "error.refused": "⚠️ The Matrix server refused my answer here (for example a thread tied to another room). Please ask directly in this room.",
         "answer.incomplete": "_(incomplete answer)_",
         "encryption.unreadable": "🔒 I could not read this encrypted message: its key never reached me. Please send it again. If this keeps happening, restart your app or check that it does not exclude my device.",
         "cmd.unknown": "Unknown command: `{command}`. Try `{prefix} help`.",
         "cmd.not_admin": "Refused: only room admins (those who may change its power levels) can do this.",
-        "cmd.help": (
-            "Commands:\n"
-            "- `{prefix} help`: this help\n"
-            "- `{prefix} prompt show`: show the room's instructions\n"
-            "- `{prefix} prompt set <text>`: change the instructions (admins)\n"
-            "- `{prefix} prompt reset`: back to the default instructions (admins)\n"
-            "- `{prefix} prompt history`: earlier versions of the instructions\n"
-            "- `{prefix} mode mention|all`: answer mentions only, or everything (admins)\n"
-            "- `{prefix} lang fr|en`: the bot's language in this room (admins)\n"
-            "- `{prefix} reset`: forget the current conversation (direct messages)\n"
-            "- `{prefix} consent yes|no|status`: consent for training data\n"
-            "- `{prefix} forget me`: erase everything about you\n"
-            "- `{prefix} correct <text>` / `{prefix} retry` (as a reply): correct, regenerate\n"
-            "- `{prefix} stats`, `{prefix} collect on|off`: statistics, collection (admins)\n"
-            "Vote on answers with 👍 or 👎."
-        ),
+        "cmd.help.footer": "Vote on answers with 👍 or 👎.",
         "cmd.prompt.show": "Room instructions (version {version}, {origin}):\n\n{text}",
         "cmd.prompt.default": "default",
         "cmd.prompt.set_by": "set by {who} on {when}",
@@ -117,6 +95,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "cmd.consent.status_no": "You have not given your consent: nothing you write is exported.",
         "cmd.consent.usage": "Usage: `{prefix} consent yes|no|status`.",
         "cmd.collection.off": "Data collection is off here.",
+        "cmd.consent.outdated": "The data notice changed since your consent (version {old}, now {version}): your earlier consent no longer counts. `{prefix} consent yes` accepts the new text.",
+        "limit.questions": "⏳ You have asked many questions in the last few minutes. To leave room for others, please try again in {minutes} min.",
+        "limit.regenerations": "⏳ You have asked for many new answers in the last few minutes. Please try again in {minutes} min.",
+        "limit.siblings": "This question already had {count} answers: ask it differently to get a new one.",
         "cmd.collect.set": "Data collection in this room: {state}.",
         "cmd.collect.usage": "Usage: `{prefix} collect on|off`.",
         "cmd.forget.done": "Everything about you has been erased (questions, votes, corrections, consents).",
@@ -158,7 +140,7 @@ class PromptTexts:
             for name in ("system", "join_notice", "consent_notice"):
                 path = self.folder / f"{name}.{lang}.md"
                 if not path.is_file():
-                    raise FileNotFoundError(f"missing prompt file {path}")
+                    raise UsageError(f"missing prompt file {path} (check bot.prompts_dir)")
 
     def system(self, lang: str) -> str:
         return _read(self.folder / f"system.{lang}.md")

@@ -60,9 +60,7 @@ async def test_a_reply_naming_another_rooms_answer_reads_nothing_of_it(make_user
     await mallory.wait_for(dm, lambda ev: len(notices(ev, bot.user_id)) >= 3)  # join + 2 usages
     shown = notices(mallory.events[dm], bot.user_id)
     assert any("retry" in text for text in shown) and any("correct" in text for text in shown)
-    rows = await bot.settled(
-        "SELECT COUNT(*) AS n FROM answers WHERE question_event_id = ?", asked
-    )
+    rows = await bot.settled("SELECT COUNT(*) AS n FROM answers WHERE question_event_id = ?", asked)
     assert rows[0]["n"] == 1  # no regeneration inside Alice's room
     assert not await bot.query("SELECT * FROM corrections")
     assert not await bot.query("SELECT * FROM votes")
@@ -71,9 +69,7 @@ async def test_a_reply_naming_another_rooms_answer_reads_nothing_of_it(make_user
     assert answer_to(alice.events[room], bot.user_id, correct) is None
 
 
-async def test_hidden_relations_to_another_room_vote_and_thread_nothing(
-    make_user, start_bot, llm
-):
+async def test_hidden_relations_to_another_room_vote_and_thread_nothing(make_user, start_bot, llm):
     bot = start_bot()
     alice = await make_user("alice")
     mallory = await make_user("mallory", encryption=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import pytest
 
 from bot.config import LLMSettings
 from bot.llm.client import ChatModel, LLMError, Sampling, StreamResult, estimate_tokens
 from tests.support.fake_llm import Behaviour
+from tests.support.matrix_user import eventually
 
 SAMPLING = Sampling(temperature=0.2, top_p=0.9, max_tokens=64)
 QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Bonjour à tous"}]
@@ -111,3 +115,66 @@ async def test_unreachable_server(llm):
     finally:
         await model.aclose()
     assert caught.value.kind == "unreachable"
+
+
+BOUND_S = 30  # far above every time-out configured here: reaching it means a wait had no end
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind"),
+    [
+        (Behaviour(hang_before_headers=True), "timeout"),
+        (Behaviour(stall_after_headers=True), "timeout"),
+        (Behaviour(stall_after_headers=True, content_type="application/json"), "bad_response"),
+        (Behaviour(stall_after_headers=True, status=503), "timeout"),
+        (Behaviour(keep_alive_only=True), "timeout"),
+    ],
+    ids=["no-headers", "sse-then-nothing", "json-then-nothing", "error-body-stalls", "no-text"],
+)
+async def test_a_server_that_never_answers_times_out(llm, behaviour, kind):
+    llm.default = behaviour
+    model = model_for(llm)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await asyncio.wait_for(collect(model), BOUND_S)
+    finally:
+        await model.aclose()
+    assert caught.value.kind == kind
+
+
+async def test_the_whole_answer_is_bounded_by_the_total_time_out(llm):
+    llm.default = Behaviour(flood=True)
+    model = model_for(llm, total_timeout_s=2)
+    try:
+        with pytest.raises(LLMError) as caught:
+            await asyncio.wait_for(collect(model), BOUND_S)
+    finally:
+        await model.aclose()
+    assert caught.value.kind == "timeout"
+
+
+async def test_probes_of_a_server_that_trickles_forever_give_up(llm):
+    llm.probes_trickle = True
+    model = model_for(llm, connect_timeout_s=1)
+    try:
+        count = await asyncio.wait_for(model.count_tokens(QUESTION), BOUND_S)
+        assert count == estimate_tokens("sys") + estimate_tokens("Bonjour à tous") + 2 * 4
+        assert await asyncio.wait_for(model.reachable(), BOUND_S) == {llm.base_url: False}
+    finally:
+        await model.aclose()
+
+
+async def test_walking_away_from_a_stream_closes_it_at_once(llm):
+    llm.default = Behaviour(flood=True)
+    model = model_for(llm)
+    try:
+        async with contextlib.aclosing(model.stream(QUESTION, SAMPLING, StreamResult())) as parts:
+            async for _ in parts:
+                break
+
+        async def closed() -> bool:
+            return llm.disconnects == 1 and llm.open_streams == 0
+
+        assert await eventually(closed, within=BOUND_S)
+    finally:
+        await model.aclose()

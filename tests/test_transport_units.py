@@ -47,6 +47,8 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}
+        # one object plays every aggregate the transport hands out
+        self.crypto = self.rooms = self.sync = self
 
     async def room(self, room_id: str) -> Any:
         return SimpleNamespace(room_id=room_id, direct=False, joined_at=0)

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from bot.config import Settings
 from bot.core.clock import now_ms
@@ -16,7 +17,7 @@ from bot.core.history import History
 from bot.core.metrics import Metrics
 from bot.core.ports import ChatPort
 from bot.core.scheduler import FairScheduler
-from bot.core.streaming import ReplyStream, send_notice
+from bot.core.streaming import AnswerText, ReplyStream, fit_off_loop, send_notice
 from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
 from bot.storage.store import AnswerRow, MessageRow, RoomRow, Store
 from bot.texts import PromptTexts, say
@@ -24,6 +25,16 @@ from bot.texts import PromptTexts, say
 log = logging.getLogger(__name__)
 TYPING_REFRESH_S = 20
 TYPING_DELAY_S = 0.8
+
+
+@dataclass
+class ModelRun:
+    """What one answer got from the model."""
+
+    text: AnswerText
+    result: StreamResult
+    error: LLMError | None = None
+    stopped: bool = False  # cut short: nothing more could be shown
 
 
 class Answerer:
@@ -57,12 +68,11 @@ class Answerer:
         typed, text_coming = asyncio.Event(), asyncio.Event()
         typing = asyncio.create_task(self._keep_typing(row.room_id, typed, text_coming))
         try:
-            question = await self.store.message(row.question_event_id)
+            question = await self.store.message(row.room_id, row.question_event_id)
             if question is None:
                 await self.store.update_answer(row.id, status="error", error="question lost")
                 return
-            async with self.scheduler.slot(row.room_id):
-                await self._generate(row, question, is_dm, text_coming)
+            await self._generate(row, question, is_dm, text_coming)
         except Exception as exc:
             # the person still hears back, and the next question starts clean
             log.exception("answer %d in %s failed", row.id, row.room_id)
@@ -105,6 +115,19 @@ class Answerer:
     ) -> None:
         room = await self.room(row.room_id)
         lang = room.lang or self.settings.bot.default_lang
+        stream = self._reply_stream(row, question)
+        async with self.scheduler.slot(row.room_id):
+            messages, sampling = await self._request(row, question, room, is_dm)
+            run = await self._run_model(row, messages, sampling, stream, text_coming)
+        # The model's part is over: its slot serves the next question while the homeserver,
+        # however slow, takes the final text.
+        await self._conclude(row, question, lang, stream, run)
+
+    async def _request(
+        self, row: AnswerRow, question: MessageRow, room: RoomRow, is_dm: bool
+    ) -> tuple[list[dict[str, str]], Sampling]:
+        """What the model is sent, recorded before it is sent."""
+        lang = room.lang or self.settings.bot.default_lang
         prompt = await self.store.current_prompt(row.room_id)
         system = prompt.text if prompt and prompt.text else self.prompts.system(lang)
         chain = await self.history.conversation(question, room, is_dm)
@@ -115,7 +138,6 @@ class Answerer:
         )
         llm = self.settings.llm
         sampling = Sampling(llm.temperature, llm.top_p, llm.max_tokens)
-        started = now_ms()
         await self.store.update_answer(
             row.id,
             status="streaming",
@@ -124,10 +146,12 @@ class Answerer:
             model=self.model.model,
             sampling=sampling.as_dict(),
             context_event_ids=[message.event_id for message in chain],
-            started_at=started,
+            started_at=now_ms(),
             attempts=row.attempts + 1,
         )
+        return messages, sampling
 
+    def _reply_stream(self, row: AnswerRow, question: MessageRow) -> ReplyStream:
         async def first_event(event_id: str) -> None:
             await self.store.update_answer(row.id, answer_event_id=event_id)
             await self.store.save_message(
@@ -145,7 +169,7 @@ class Answerer:
             )
 
         bot = self.settings.bot
-        stream = ReplyStream(
+        return ReplyStream(
             self.port,
             row.room_id,
             reply_to=question.event_id,
@@ -160,42 +184,93 @@ class Answerer:
             first_txn_id=answer_txn_id(row),
             first_may_exist=row.attempts > 0,
         )
+
+    async def _run_model(
+        self,
+        row: AnswerRow,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        stream: ReplyStream,
+        text_coming: asyncio.Event,
+    ) -> ModelRun:
+        """Stream the model's answer into the reply; stop at once when nothing more can be
+        shown (too large for one event, or refused by the homeserver)."""
         for restart in range(len(self.model.backends)):
-            result, text, error = StreamResult(), "", None
+            run = ModelRun(AnswerText(), StreamResult())
             try:
-                async for delta in self.model.stream(messages, sampling, result):
-                    text += delta
-                    if text.strip():
-                        text_coming.set()
-                        stream.update(text.strip())
+                # closing the stream drops the request: the model server stops generating
+                async with contextlib.aclosing(
+                    self.model.stream(messages, sampling, run.result)
+                ) as deltas:
+                    async for delta in deltas:
+                        run.text.add(delta)
+                        if run.text.has_text:
+                            text_coming.set()
+                            stream.update(run.text)  # read only when a send is due
+                        if run.text.full or stream.overflowed or stream.refused:
+                            run.stopped = True
+                            break
             except LLMError as exc:
-                error = exc
+                run.error = exc
                 log.warning("model failed for answer %d in %s: %s", row.id, row.room_id, exc.kind)
-            broke_midway = error is not None and error.kind in FAILOVER_KINDS and bool(text)
-            if not (broke_midway and self.model.can_fail_over()):
+            error = run.error
+            broke_midway = error is not None and error.kind in FAILOVER_KINDS and run.text.size > 0
+            if not (broke_midway and self.model.can_fail_over()) or stream.refused:
                 break
             # another replica answers from the start; the same reply is edited as it goes
             log.info("answer %d restarts on another model server (%d)", row.id, restart + 1)
-        answer = text.strip()
-        if error is None and answer and result.finish_reason != "length":
+        return run
+
+    async def _conclude(
+        self, row: AnswerRow, question: MessageRow, lang: str, stream: ReplyStream, run: ModelRun
+    ) -> None:
+        """Land the final text, tell the person what went wrong, record how it ended."""
+        answer, error, result = run.text.text(), run.error, run.result
+        marker = say(lang, "answer.incomplete")
+        if error is None and answer and result.finish_reason != "length" and not run.stopped:
             status, final = "complete", answer
         else:
             status = "cut" if answer else "error"
-            marker = say(lang, "answer.incomplete")
             final = f"{answer}\n\n{marker}" if answer else (marker if stream.event_id else "")
-        landed = await stream.finish(final) if final else True
-        if error is not None or not answer:  # an answer cut by max_tokens needs no notice
-            key = f"error.{error.kind}" if error else "error.empty"
-            notice = say(lang, key, prefix=bot.command_prefix)
+        if final:
+            fitted = await fit_off_loop(final, answer, marker, question.sender)
+            status = "cut" if fitted != final else status
+            final = fitted
+        landed = await stream.finish(final) if final and not stream.refused else True
+        refused = stream.refused
+        if error is not None or not answer or refused:  # a cut by max_tokens needs no notice
+            key = f"error.{error.kind}" if error else "error.refused" if refused else "error.empty"
+            notice = say(lang, key, prefix=self.settings.bot.command_prefix)
             await send_notice(
                 self.port, row.room_id, notice, question.event_id, question.thread_root
             )
-        self._measure(status if landed else "cut", error, result, row.question_ts)
+        if refused:
+            # final: a restart must not send again what the homeserver refuses for good
+            status = "cut" if stream.event_id else "error"
+        elif not landed:
+            status = "cut"
+        self._measure(status, error, result, row.question_ts)
+        await self._record(row, question, stream, run, status, final)
+
+    async def _record(
+        self,
+        row: AnswerRow,
+        question: MessageRow,
+        stream: ReplyStream,
+        run: ModelRun,
+        status: str,
+        final: str,
+    ) -> None:
+        result = run.result
+        if stream.refused is not None:
+            error: str | None = f"refused: {stream.refused}"
+        else:
+            error = str(run.error) if run.error else None
         await self.store.update_answer(
             row.id,
-            status=status if landed else "cut",
+            status=status,
             text=final or None,
-            error=str(error) if error else None,
+            error=error,
             tokens=result.tokens,
             edits=stream.edits,
             first_token_at=int(result.first_token_at * 1000) if result.first_token_at else None,

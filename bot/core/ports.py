@@ -18,6 +18,11 @@ class SendFailed(Exception):
     """The homeserver refused or could not be reached; the caller decides whether to retry."""
 
 
+class SendRefused(SendFailed):
+    """The homeserver refused this event for good (a 4xx such as M_TOO_LARGE, M_FORBIDDEN or a
+    relation to an event of another room): sending it again can only be refused again."""
+
+
 @dataclass(frozen=True)
 class RoomAuthority:
     """Who rules a room: its power levels, and its creators where the room version makes them
@@ -31,7 +36,8 @@ class ChatPort(Protocol):
     user_id: str
 
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
-        """Send an m.room.message; return its event id. Raises RateLimited or SendFailed.
+        """Send an m.room.message; return its event id. Raises RateLimited, SendRefused (never
+        worth retrying) or SendFailed.
 
         Retries of one message reuse its txn_id, so the homeserver never stores it twice."""
         ...

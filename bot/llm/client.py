@@ -9,7 +9,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.0
 TOKENS_PER_MESSAGE = 4
 DRAIN_TIMEOUT_S = 1.0
+ERROR_BODY_BYTES = 4096
 
 
 class LLMError(Exception):
@@ -83,7 +84,8 @@ class ChatModel:
         headers = {}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        # Read timeouts are enforced per chunk below, where first and later chunks differ.
+        # Read time-outs are enforced below, around the headers, the first token and each
+        # chunk (asyncio time-outs: httpx's bound each read, not the whole response).
         # one kept-alive connection per model slot (plus token counting): httpx keeps 20 by
         # default, so with more slots each answer beyond them opened a new connection
         kept = settings.max_concurrent_requests + 4
@@ -116,15 +118,20 @@ class ChatModel:
 
     async def stream(
         self, messages: list[dict[str, str]], sampling: Sampling, result: StreamResult
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield text deltas; a server failing before its first token is replaced by the next.
 
-        A failure after text was produced is raised (LLMError) for the caller to decide."""
+        A failure after text was produced is raised (LLMError) for the caller to decide. Close
+        the generator (contextlib.aclosing) to drop the request and its connection at once."""
         error: LLMError | None = None
         for backend in self._candidates():
             try:
-                async for text in self._stream_from(backend, messages, sampling, result):
-                    yield text
+                # closed with this generator, not whenever the garbage collector gets to it
+                async with contextlib.aclosing(
+                    self._stream_from(backend, messages, sampling, result)
+                ) as parts:
+                    async for text in parts:
+                        yield text
                 backend.failed_at = None
                 return
             except LLMError as exc:
@@ -142,15 +149,22 @@ class ChatModel:
 
         async def probe(backend: Backend) -> bool:
             try:
-                response = await self.http.get(
-                    f"{backend.base_url}/models", timeout=self.settings.connect_timeout_s
-                )
-            except httpx.HTTPError:
+                async with asyncio.timeout(self._probe_timeout_s):
+                    response = await self.http.get(
+                        f"{backend.base_url}/models", timeout=self.settings.connect_timeout_s
+                    )
+            except (httpx.HTTPError, TimeoutError):
                 return False
             return response.status_code < 500
 
         answers = await asyncio.gather(*(probe(b) for b in self.backends))
         return {b.base_url: ok for b, ok in zip(self.backends, answers, strict=True)}
+
+    @property
+    def _probe_timeout_s(self) -> float:
+        # httpx's own time-outs bound each read, not the whole: a server sending a byte now and
+        # then would hold a probe (and the answer waiting on a token count) for ever
+        return 2 * self.settings.connect_timeout_s
 
     async def _stream_from(
         self,
@@ -158,7 +172,7 @@ class ChatModel:
         messages: list[dict[str, str]],
         sampling: Sampling,
         result: StreamResult,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         body = {
             "model": self.settings.model,
             "messages": messages,
@@ -167,35 +181,28 @@ class ChatModel:
             **sampling.as_dict(),
         }
         url = f"{backend.base_url}/chat/completions"
-        deadline = time.monotonic() + self.settings.total_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.total_timeout_s
+        # one bound for the headers, an error body and the first token together: a server
+        # that takes the request and then says nothing must not hold a model slot for ever
+        first_deadline = min(deadline, loop.time() + self.settings.first_token_timeout_s)
         try:
-            async with aconnect_sse(self.http, "POST", url, json=body) as source:
-                await _raise_for_status(source.response)
-                events = source.aiter_sse()
-                while True:
-                    limit = (
-                        self.settings.first_token_timeout_s
-                        if result.first_token_at is None
-                        else self.settings.chunk_timeout_s
+            async with contextlib.AsyncExitStack() as stack:
+                try:
+                    async with asyncio.timeout_at(first_deadline):
+                        source = await stack.enter_async_context(
+                            aconnect_sse(self.http, "POST", url, json=body)
+                        )
+                        await _raise_for_status(source.response)
+                except TimeoutError:
+                    raise LLMError("timeout", "no response within first_token_timeout_s") from None
+                deltas = await stack.enter_async_context(
+                    contextlib.aclosing(
+                        self._deltas(source.aiter_sse(), result, first_deadline, deadline)
                     )
-                    limit = min(limit, deadline - time.monotonic())
-                    if limit <= 0:
-                        raise LLMError("timeout", "answer took longer than total_timeout_s")
-                    try:
-                        async with asyncio.timeout(limit):
-                            event = await anext(events)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        raise LLMError("timeout", f"no data for {limit:.0f} s") from None
-                    if event.data.strip() == "[DONE]":
-                        await _drain(events)
-                        break
-                    text = _delta(event.data, result)
-                    if text:
-                        if result.first_token_at is None:
-                            result.first_token_at = time.time()
-                        yield text
+                )
+                async for text in deltas:
+                    yield text
         except LLMError:
             raise
         except httpx.TimeoutException as exc:
@@ -204,6 +211,39 @@ class ChatModel:
             raise LLMError("unreachable", type(exc).__name__) from None
         except (httpx.HTTPError, SSEError) as exc:
             raise LLMError("bad_response", f"{type(exc).__name__}: {exc}") from None
+
+    async def _deltas(
+        self,
+        events: AsyncIterator[ServerSentEvent],
+        result: StreamResult,
+        first_deadline: float,
+        deadline: float,
+    ) -> AsyncGenerator[str, None]:
+        """Text deltas, each waited for no longer than the time-outs allow."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if result.first_token_at is None:
+                # events without text (keep-alives, empty deltas) do not restart this clock
+                until = first_deadline
+            else:
+                until = min(deadline, loop.time() + self.settings.chunk_timeout_s)
+            if until <= loop.time():
+                raise LLMError("timeout", "the answer went over its time-outs")
+            try:
+                async with asyncio.timeout_at(until):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise LLMError("timeout", "no text within the time-outs") from None
+            if event.data.strip() == "[DONE]":
+                await _drain(events)
+                return
+            text = _delta(event.data, result)
+            if text:
+                if result.first_token_at is None:
+                    result.first_token_at = time.time()
+                yield text
 
     async def count_tokens(self, messages: list[dict[str, str]]) -> int:
         counts = await asyncio.gather(*(self._count(m["content"]) for m in messages))
@@ -226,12 +266,13 @@ class ChatModel:
         """vLLM and llama.cpp serve /tokenize beside /v1; remember when a server has none."""
         root = self._candidates(rotate=False)[0].base_url.removesuffix("/v1")
         try:
-            response = await self.http.post(
-                f"{root}/tokenize",
-                json={"model": self.settings.model, "prompt": text, "content": text},
-                timeout=self.settings.connect_timeout_s,
-            )
-        except httpx.HTTPError:
+            async with asyncio.timeout(self._probe_timeout_s):
+                response = await self.http.post(
+                    f"{root}/tokenize",
+                    json={"model": self.settings.model, "prompt": text, "content": text},
+                    timeout=self.settings.connect_timeout_s,
+                )
+        except (httpx.HTTPError, TimeoutError):
             return None
         if response.status_code in (404, 405, 501):
             self._tokenize_available = False
@@ -251,20 +292,30 @@ def estimate_tokens(text: str) -> int:
 
 
 async def _raise_for_status(response: httpx.Response) -> None:
+    """Called under the first-token time-out: the error body is read within it, and only its
+    start (a server may send an endless one)."""
     if response.status_code < 400:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            await response.aread()
+            # the body is not needed: closing the response drops it
             raise LLMError("bad_response", f"expected an event stream, got {content_type!r}")
         return
-    await response.aread()
-    detail = response.text[:300]
+    detail = await _start_of(response)
     lowered = detail.lower()
     if response.status_code in (400, 413) and ("context" in lowered or "too long" in lowered):
         raise LLMError("context_too_long", detail)
     if response.status_code >= 500:
         raise LLMError("server", f"HTTP {response.status_code}")
     raise LLMError("rejected", f"HTTP {response.status_code}: {detail}")
+
+
+async def _start_of(response: httpx.Response) -> str:
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) >= ERROR_BODY_BYTES:
+            break
+    return bytes(data[:ERROR_BODY_BYTES]).decode("utf-8", "replace")[:300]
 
 
 def _delta(data: str, result: StreamResult) -> str:

@@ -13,7 +13,7 @@ import logging
 
 from nio import AsyncClient, JoinedMembersResponse, MatrixRoom
 
-from bot.storage.store import Store
+from bot.core.stores import RoomStore
 
 log = logging.getLogger(__name__)
 MEMBERS_TIMEOUT_S = 30.0
@@ -28,7 +28,7 @@ def summary_count(room: MatrixRoom | None) -> int | None:
 
 
 class DirectRooms:
-    def __init__(self, client: AsyncClient, store: Store) -> None:
+    def __init__(self, client: AsyncClient, store: RoomStore) -> None:
         self.client = client
         self.store = store
         self._direct: dict[str, bool] = {}  # as last learnt

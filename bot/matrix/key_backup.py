@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio import AsyncClient
 from nio.crypto import InboundGroupSession
 
+from bot.core.stores import CryptoBookkeeping
 from bot.errors import OperatorError
 from bot.matrix.credentials import write_secret
 from bot.matrix.cross_signing import b64decode, sign, signable, unpadded_b64
-from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
@@ -102,7 +102,7 @@ class KeyBackup:
     def __init__(
         self,
         client: AsyncClient,
-        store: Store,
+        store: CryptoBookkeeping,
         path: Path,
         homeserver: str,
         timeout_s: float,

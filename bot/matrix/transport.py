@@ -13,13 +13,9 @@ from typing import Any
 import aiohttp
 import httpx
 from nio import (
-    Api,
-    AsyncClient,
     AsyncClientConfig,
-    JoinError,
     LoginError,
     MegolmEvent,
-    RoomGetEventResponse,
     RoomGetStateEventResponse,
     RoomSendError,
     RoomSendResponse,
@@ -30,16 +26,19 @@ from nio import (
 from bot.config import Settings
 from bot.core.conversation import Relay
 from bot.core.events import TextMessage, parse_message, parse_redaction
-from bot.core.governance import creators_are_privileged
-from bot.core.ports import RateLimited, RoomAuthority, SendFailed
+from bot.core.ports import RateLimited, RoomAuthority, SendFailed, SendRefused
+from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
+from bot.matrix.direct import DirectRooms
+from bot.matrix.invites import Invites
+from bot.matrix.nio_client import MatrixClient, homeserver_only
 from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
-from bot.storage.store import StorageUnavailable, Store
+from bot.storage.database import StorageUnavailable
+from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
-JOIN_ATTEMPTS = 8
 UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
 SYNC_FILTER = {
     "room": {
@@ -49,7 +48,7 @@ SYNC_FILTER = {
 }
 
 
-class LoginFailed(Exception):
+class LoginFailed(OperatorError):
     """Start-up cannot go on: the homeserver refused the bot's credentials."""
 
 
@@ -72,19 +71,23 @@ class MatrixTransport:
             pickle_key=pickle_key(data_dir / "crypto.key"),
             request_timeout=settings.matrix.request_timeout_s,
         )
-        self.client = AsyncClient(
+        if not settings.log_content:
+            # nio logs a whole event, its text included, when it fails nio's schema checks: any
+            # member could write whatever they like into the bot's logs that way
+            logging.getLogger("nio.events.misc").setLevel(logging.CRITICAL)
+        self.client = MatrixClient(
             settings.matrix.homeserver, self.user_id, store_path=str(store_dir), config=config
         )
         self.relay: Relay | None = None
         keep_for_ms = settings.bot.catch_up_minutes * 60_000
-        self.trust = DeviceTrust(settings, self.client, store)
+        self.trust = DeviceTrust(settings, self.client, store.crypto)
         self.undecryptable = Undecryptable(
-            self.client, store, settings.matrix.key_wait_s, keep_for_ms
+            self.client, store.crypto, settings.matrix.key_wait_s, keep_for_ms
         )
-        self._creators: dict[str, frozenset[str]] = {}
-        self._just_joined: set[str] = set()
-        self._joins: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
+        max_backoff_s = settings.matrix.max_backoff_s
+        self.invites = Invites(self.client, self.user_id, max_backoff_s, self._stopping)
+        self.direct = DirectRooms(self.client, store.rooms)
         self.last_sync: float | None = None
 
     # Login
@@ -186,7 +189,7 @@ class MatrixTransport:
 
     async def run(self, relay: Relay) -> None:
         self.relay = relay
-        since = await self.store.sync_token()
+        since = await self.store.sync.sync_token()
         first, failures = True, 0
         while not self._stopping.is_set():
             poll_ms = 0 if first else self.settings.matrix.sync_timeout_ms
@@ -205,7 +208,7 @@ class MatrixTransport:
             await self._crypto_housekeeping(bool(response.to_device_events))
             try:
                 await self._dispatch(response)
-                await self.store.set_sync_token(response.next_batch)
+                await self.store.sync.set_sync_token(response.next_batch)
             except StorageUnavailable as exc:
                 # the position stays put: the same events come again once the database is back
                 failures += 1
@@ -215,7 +218,7 @@ class MatrixTransport:
             failures = 0
             since = response.next_batch
             if first:
-                await relay.resume(self.dm_rooms())
+                await relay.resume(self.dm_rooms(), set(self.client.rooms))
                 first = False
 
     async def _sync_unless_stopped(
@@ -274,11 +277,10 @@ class MatrixTransport:
             log.warning("key maintenance failed: %s", type(exc).__name__)
 
     def dm_rooms(self) -> set[str]:
-        return {room_id for room_id in self.client.rooms if self.is_dm(room_id)}
+        return self.direct.dm_rooms()
 
     def is_dm(self, room_id: str) -> bool:
-        room = self.client.rooms.get(room_id)
-        return room is not None and room.member_count <= 2
+        return self.direct.is_dm(room_id)
 
     async def _dispatch(self, response: SyncResponse) -> None:
         assert self.relay is not None
@@ -288,10 +290,16 @@ class MatrixTransport:
             except Exception:
                 log.exception("could not handle the invite to %s", room_id)
         for room_id, info in response.rooms.join.items():
-            if room_id in self._just_joined:
-                self._just_joined.discard(room_id)
+            if self.invites.newly_joined(room_id):
                 self.relay.introduce(room_id)
-            for event in info.timeline.events:
+            events = info.timeline.events
+            try:
+                await self.direct.learn(room_id, info.summary is not None, bool(events))
+            except StorageUnavailable:
+                raise
+            except Exception:  # a room taken for a group until known costs no event
+                log.exception("could not tell whether %s is a DM", room_id)
+            for event in events:
                 await self._on_event(room_id, event)
         try:
             await self.undecryptable.retry(self.relay, self._on_event)
@@ -313,6 +321,10 @@ class MatrixTransport:
         source = getattr(event, "source", None)
         if not isinstance(source, dict):
             return
+        if getattr(event, "decrypted", False) and homeserver_only(source):
+            # its ids may be whatever the sender wrote: none of them is logged
+            log.info("ignored an encrypted event posing as state or a redaction in %s", room_id)
+            return
         kind = source.get("type")
         try:
             if kind == "m.room.message":
@@ -322,7 +334,7 @@ class MatrixTransport:
             elif kind == "m.room.redaction":
                 redaction = parse_redaction(room_id, source)
                 if redaction is not None:
-                    await self.undecryptable.forget_event(redaction.redacts)
+                    await self.undecryptable.forget_event(room_id, redaction.redacts)
                 await self.relay.on_redaction(room_id, source)
         except StorageUnavailable:
             raise  # not the event's fault: the sync loop reads it again later
@@ -332,54 +344,7 @@ class MatrixTransport:
 
     async def _on_invite(self, room_id: str, invite_state: list[Any]) -> None:
         assert self.relay is not None
-        inviter = next(
-            (
-                event.sender
-                for event in invite_state
-                if getattr(event, "state_key", None) == self.user_id
-                and getattr(event, "membership", None) == "invite"
-            ),
-            None,
-        )
-        if inviter is None or not self.relay.accepts_invite(inviter):
-            log.info("refused invite to %s from %s", room_id, inviter)
-            await self.client.room_leave(room_id)
-            return
-        wait = await self._join(room_id)
-        if wait is not None:
-            # the invite shows in sync only once: keep trying here, without holding the loop
-            task = asyncio.create_task(self._join_later(room_id, wait), name=f"join-{room_id}")
-            self._joins.add(task)
-            task.add_done_callback(self._joins.discard)
-            return
-        log.info("joined %s on invite from %s", room_id, inviter)
-
-    async def _join(self, room_id: str) -> float | None:
-        """None once joined; otherwise how long the homeserver asked to wait (0 if it did not)."""
-        assert self.relay is not None
-        response = await self.client.join(room_id)
-        if isinstance(response, JoinError):
-            log.warning("could not join %s: %s", room_id, response.message)
-            return (response.retry_after_ms or 0) / 1000
-        await self.relay.joined(room_id)
-        self._just_joined.add(room_id)  # introduced once the room's state has synced
-        return None
-
-    async def _join_later(self, room_id: str, wait: float) -> None:
-        for attempt in range(1, JOIN_ATTEMPTS):
-            await self._pause(max(wait, min(self.settings.matrix.max_backoff_s, 2.0**attempt)))
-            if self._stopping.is_set():
-                return
-            try:
-                retry = await self._join(room_id)
-            except Exception as exc:
-                log.warning("could not join %s: %s", room_id, type(exc).__name__)
-                continue
-            if retry is None:
-                log.info("joined %s after %d attempts", room_id, attempt + 1)
-                return
-            wait = retry
-        log.error("gave up joining %s after %d attempts", room_id, JOIN_ATTEMPTS)
+        self.invites.handle(room_id, invite_state, self.relay)
 
     # The relay's port
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
@@ -393,7 +358,14 @@ class MatrixTransport:
             return response.event_id
         if isinstance(response, RoomSendError) and response.status_code == "M_LIMIT_EXCEEDED":
             raise RateLimited((response.retry_after_ms or 5000) / 1000)
-        raise SendFailed(getattr(response, "message", type(response).__name__))
+        status = getattr(getattr(response, "transport_response", None), "status", None)
+        reason = f"{getattr(response, 'status_code', None)} {getattr(response, 'message', '')}"
+        # nio's status_code is the errcode; the HTTP status tells a refusal (the same event
+        # can only be refused again) from a passing failure. 401: the sync loop logs in again;
+        # 408 and 429: the server asks for a later try.
+        if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
+            raise SendRefused(f"{reason} (HTTP {status})")
+        raise SendFailed(f"{reason} (HTTP {status})" if status else reason)
 
     async def typing(self, room_id: str, active: bool) -> None:
         try:
@@ -404,7 +376,7 @@ class MatrixTransport:
     async def room_authority(self, room_id: str) -> RoomAuthority | None:
         try:
             response = await self.client.room_get_state_event(room_id, "m.room.power_levels")
-            creators = await self._privileged_creators(room_id)
+            creators = await self.client.privileged_creators(room_id)
         except Exception as exc:
             log.warning("could not read power levels of %s: %s", room_id, type(exc).__name__)
             return None
@@ -412,46 +384,9 @@ class MatrixTransport:
             return None
         return RoomAuthority(response.content, creators)
 
-    async def _privileged_creators(self, room_id: str) -> frozenset[str] | None:
-        """The create event never changes, so it is read once per room."""
-        if room_id not in self._creators:
-            method, path = Api.room_get_state_event(
-                self.client.access_token, room_id, "m.room.create"
-            )
-            response = await self.client._send(
-                RoomGetStateEventResponse,
-                method,
-                f"{path}&format=event",
-                response_data=("m.room.create", "", room_id),
-            )
-            if not isinstance(response, RoomGetStateEventResponse):
-                return None
-            event = response.content
-            content = event.get("content", event)  # servers without format=event send content
-            version = str(content.get("room_version", "1"))
-            if not creators_are_privileged(version):
-                self._creators[room_id] = frozenset()
-            else:
-                extra = content.get("additional_creators")
-                creators = {event.get("sender")} | set(extra if isinstance(extra, list) else [])
-                self._creators[room_id] = frozenset(c for c in creators if isinstance(c, str))
-        return self._creators[room_id]
-
     async def fetch_message(self, room_id: str, event_id: str) -> TextMessage | None:
-        try:
-            response = await self.client.room_get_event(room_id, event_id)
-        except Exception:
-            return None
-        if not isinstance(response, RoomGetEventResponse):
-            return None
-        event = response.event
-        if isinstance(event, MegolmEvent):
-            try:
-                event = self.client.decrypt_event(event)
-            except Exception:
-                return None
-        source = getattr(event, "source", None)
-        return parse_message(room_id, source) if isinstance(source, dict) else None
+        source = await self.client.event_source(room_id, event_id)
+        return parse_message(room_id, source) if source is not None else None
 
     def display_name(self, room_id: str, user_id: str) -> str | None:
         room = self.client.rooms.get(room_id)
@@ -459,8 +394,7 @@ class MatrixTransport:
         return user.display_name if user and user.display_name else None
 
     async def close(self) -> None:
-        for task in list(self._joins):
-            task.cancel()
-        await asyncio.gather(*self._joins, return_exceptions=True)
+        await self.invites.close()
+        await self.undecryptable.close()
         # never log out: that would delete the device and its encryption keys
         await self.client.close()

@@ -9,16 +9,16 @@ import logging
 from nio import AsyncClient
 
 from bot.config import Settings
+from bot.core.stores import CryptoBookkeeping
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity, published_device
 from bot.matrix.device_store import RECOVERY, StoreProblem
 from bot.matrix.key_backup import BackupError, KeyBackup
-from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 
 class DeviceTrust:
-    def __init__(self, settings: Settings, client: AsyncClient, store: Store) -> None:
+    def __init__(self, settings: Settings, client: AsyncClient, crypto: CryptoBookkeeping) -> None:
         self.settings = settings
         self.client = client
         self.identity_path = settings.data_dir / "cross-signing.json"
@@ -26,7 +26,7 @@ class DeviceTrust:
         if settings.matrix.encryption and settings.matrix.key_backup:
             self.backup = KeyBackup(
                 client,
-                store,
+                crypto,
                 settings.data_dir / "key-backup.json",
                 settings.matrix.homeserver,
                 settings.matrix.request_timeout_s,

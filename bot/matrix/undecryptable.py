@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from nio import AsyncClient, Event, LocalProtocolError, MegolmEvent
 
 from bot.core.clock import now_ms
-from bot.storage.store import Store, UndecryptedRow
+from bot.core.records import UndecryptedRow
+from bot.core.stores import CryptoBookkeeping
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Quota:
 
 class Undecryptable:
     def __init__(
-        self, client: AsyncClient, store: Store, key_wait_s: float, keep_for_ms: float
+        self, client: AsyncClient, store: CryptoBookkeeping, key_wait_s: float, keep_for_ms: float
     ) -> None:
         self.client = client
         self.store = store

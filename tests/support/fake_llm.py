@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -24,6 +25,11 @@ class Behaviour:
     hang_after: int | None = None  # stop sending (connection open) after this many tokens
     text: str | None = None  # the answer; default echoes the last user message
     finish_reason: str = "stop"  # "length" as when max_tokens cuts the answer
+    hang_before_headers: bool = False  # take the request, then never answer at all
+    stall_after_headers: bool = False  # send the headers (status or 200), then no body ever
+    content_type: str | None = None  # with stall_after_headers: instead of the usual one
+    keep_alive_only: bool = False  # events with no text, forever: a server that never answers
+    flood: bool = False  # text as fast as it can, without end
     once: bool = False  # applies to one request only, across every server sharing it
     used: bool = False
 
@@ -36,6 +42,9 @@ class FakeLLM:
     default: Behaviour = field(default_factory=Behaviour)
     rules: list[tuple[str, Behaviour]] = field(default_factory=list)
     tokenize: bool = True
+    probes_trickle: bool = False  # /tokenize and /models answer a byte a second, without end
+    disconnects: int = 0  # completions the client walked away from before they ended
+    open_streams: int = 0  # completions whose handler is still running
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -53,6 +62,8 @@ class FakeLLM:
         self.default = Behaviour()
         self.rules.clear()
         self.tokenize = True
+        self.probes_trickle = False
+        self.disconnects = 0
 
     def when(self, substring: str, behaviour: Behaviour) -> None:
         """Questions whose last user message contains substring get this behaviour."""
@@ -95,10 +106,27 @@ class FakeLLM:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _models(self, request: web.Request) -> web.Response:
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        if self.probes_trickle:
+            return await self._trickle(request)
         return web.json_response({"data": [{"id": "stand-in"}]})
 
-    async def _tokenize(self, request: web.Request) -> web.Response:
+    async def _trickle(self, request: web.Request) -> web.StreamResponse:
+        """Always a little more, never the end: each read is quick, the whole never comes."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b"{")
+        for _ in range(3600):
+            await asyncio.sleep(0.5)
+            if _gone(request):
+                break
+            with contextlib.suppress(ConnectionError):
+                await response.write(b" ")
+        return response
+
+    async def _tokenize(self, request: web.Request) -> web.StreamResponse:
+        if self.probes_trickle:
+            return await self._trickle(request)
         if not self.tokenize:
             return web.Response(status=404)
         self.tokenize_requests += 1
@@ -127,24 +155,48 @@ class FakeLLM:
             }
         )
         behaviour = self._behaviour(body)
+        self.open_streams += 1
+        try:
+            return await self._answer(request, body, behaviour)
+        finally:
+            self.open_streams -= 1
+
+    async def _answer(
+        self, request: web.Request, body: dict[str, Any], behaviour: Behaviour
+    ) -> web.StreamResponse:
+        if behaviour.hang_before_headers:
+            await self._until_gone(request)
+            return web.Response()  # never reaches anyone: aiohttp drops it quietly
+        if behaviour.stall_after_headers:
+            status = behaviour.status or 200
+            default_type = "text/event-stream" if status < 400 else "application/json"
+            content_type = behaviour.content_type or default_type
+            stalled = web.StreamResponse(status=status, headers={"Content-Type": content_type})
+            await stalled.prepare(request)
+            await self._until_gone(request)
+            return stalled
         if behaviour.status is not None:
             return web.Response(
                 status=behaviour.status, text=behaviour.error_body, content_type="application/json"
             )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        if behaviour.keep_alive_only or behaviour.flood:
+            await self._endless(request, response, behaviour)
+            return response
         users = [m["content"] for m in body["messages"] if m["role"] == "user"]
         text = behaviour.text or f"Réponse à « {users[-1] if users else ''} »"
         text = text.replace("{n}", str(len(self.requests)))  # distinct regenerations
         tokens = [word + " " for word in text.split(" ")]
         tokens[-1] = tokens[-1].rstrip()
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
         await asyncio.sleep(behaviour.first_delay)
         for index, token in enumerate(tokens):
             if behaviour.broken_after is not None and index == behaviour.broken_after:
                 await response.write(b"data: {not json\n\n")
                 return response
             if behaviour.hang_after is not None and index == behaviour.hang_after:
-                await asyncio.sleep(3600)
+                await self._until_gone(request)
+                return response
             chunk = {"choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}]}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if behaviour.token_delay:
@@ -154,3 +206,35 @@ class FakeLLM:
         await response.write(f"data: {json.dumps(final)}\n\ndata: {json.dumps(usage)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         return response
+
+    async def _endless(
+        self, request: web.Request, response: web.StreamResponse, behaviour: Behaviour
+    ) -> None:
+        """Until the client goes away: empty events now and then, or text as fast as it goes."""
+        if behaviour.flood:
+            words = [f"mot{i} " for i in range(50)]
+            content = {"choices": [{"index": 0, "delta": {"content": "".join(words)}}]}
+            chunk = f"data: {json.dumps(content)}\n\n".encode()
+            pause = 0.001
+        else:
+            chunk = f"data: {json.dumps({'choices': []})}\n\n".encode()
+            pause = 0.3
+        while not _gone(request):
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                break
+            await asyncio.sleep(pause)
+        self.disconnects += 1
+
+    async def _until_gone(self, request: web.Request, limit_s: float = 3600) -> None:
+        for _ in range(int(limit_s / 0.1)):
+            if _gone(request):
+                self.disconnects += 1
+                return
+            await asyncio.sleep(0.1)
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
