@@ -252,7 +252,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
             return tuple(sources)
 
     try:
-        loaded = _FileSettings()
+        loaded = _FileSettings()  # type: ignore[call-arg]  # the sources fill it in
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
     return Settings.model_construct(**dict(loaded))

@@ -215,8 +215,8 @@ async def test_a_first_message_taken_just_before_a_crash_is_not_sent_twice_after
 
 
 def test_answer_transaction_ids_are_stable_and_distinct():
-    from bot.core.answering import answer_txn_id
-    from bot.storage.store import AnswerRow
+    from bot.core.pipeline.publish import answer_txn_id
+    from bot.core.records import AnswerRow
 
     def row(question: str, sibling: int) -> AnswerRow:
         return AnswerRow(1, "!r", question, sibling, 0, None, None, "queued", None, 0, 0)

@@ -187,8 +187,9 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     )  # fmt: skip
     first = next(r for r in sft if r["messages"][-1]["content"] == capital)
     assert first["messages"][0]["role"] == "system" and "Lucie" in first["messages"][0]["content"]
+    # exported as the model read it: with the speaker's (masked) name, as in every group room
     assert first["messages"][1] == {
-        "role": "user", "content": "quelle est la capitale de la France ?"
+        "role": "user", "content": "<NAME>: quelle est la capitale de la France ?"
     }  # fmt: skip
     meta = first["metadata"]
     # bob only: carol never consented, dave withdrew, erin was erased

@@ -5,47 +5,21 @@ as a saturated homeserver's are."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
 
+from bot.app import build_relay
 from bot.config import MatrixSettings, Settings
-from bot.core.answering import TYPING_DELAY_S
 from bot.core.clock import now_ms
-from bot.core.conversation import Relay
+from bot.core.pipeline.pipeline import TYPING_DELAY_S
 from bot.llm.client import ChatModel
 from bot.storage.store import Store
 from bot.texts import PromptTexts
+from tests.support.chat_port import MemoryPort
 from tests.support.fake_llm import Behaviour, FakeLLM
 
 
-class SlowPort:
-    user_id = "@bot:x"
-
-    def __init__(self, send_delay: float) -> None:
-        self.send_delay = send_delay
-        self.sent: list[dict[str, Any]] = []
-        self.typing_calls: list[bool] = []
-
-    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
-        await asyncio.sleep(self.send_delay)
-        self.sent.append(content)
-        return f"$answer{len(self.sent)}"
-
-    async def typing(self, room_id: str, active: bool) -> None:
-        self.typing_calls.append(active)
-
-    async def room_authority(self, room_id: str) -> None:
-        return None
-
-    async def fetch_message(self, room_id: str, event_id: str) -> None:
-        return None
-
-    def display_name(self, room_id: str, user_id: str) -> str | None:
-        return None
-
-    def is_dm(self, room_id: str) -> bool:
-        return True
+class SlowPort(MemoryPort):
+    """A saturated homeserver: every send takes long."""
 
 
 async def ask(tmp_path: Path, llm: FakeLLM, port: SlowPort) -> None:
@@ -56,7 +30,7 @@ async def ask(tmp_path: Path, llm: FakeLLM, port: SlowPort) -> None:
     )
     store = await Store.open(tmp_path / "bot.sqlite3")
     model = ChatModel(settings.llm)
-    relay = Relay(settings, store, model, port, PromptTexts(None))
+    relay = build_relay(settings, store, model, port, PromptTexts(None))
     try:
         await store.rooms.add_room("!dm", now_ms() - 1000)
         event = {

@@ -14,16 +14,19 @@ import aiosqlite
 import pytest
 from nio import RoomSendError, RoomSendResponse
 
+from bot.app import build_relay
 from bot.config import MatrixSettings, Settings
 from bot.core.clock import now_ms
-from bot.core.conversation import Relay
 from bot.core.ports import RateLimited, SendFailed, SendRefused
+from bot.core.records import AnswerRow
+from bot.core.relay import Relay
 from bot.core.render import edit_content
 from bot.core.streaming import ReplyStream, retrying, send_notice
 from bot.llm.client import StreamResult, estimate_tokens
 from bot.matrix.transport import MatrixTransport
-from bot.storage.store import AnswerRow, Store
+from bot.storage.store import Store
 from bot.texts import PromptTexts, say
+from tests.support.chat_port import MemoryPort
 from tests.support.matrix_user import eventually
 
 BOUND_S = 30  # far beyond any wait these tests need: reaching it means a wait had no end
@@ -150,52 +153,17 @@ async def test_the_transport_returns_the_event_id_it_got():
 
 
 # The relay, a real store, a model and a homeserver that are fakes
-class Port:
-    user_id = "@bot:x"
+class Port(MemoryPort):
+    """Refuses, for good, a thread rooted in another room, as Synapse does."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.refused: list[dict[str, Any]] = []
-        self.failing: set[str] = set()  # rooms whose sends fail for now (a passing outage)
+        super().__init__()
+        self.refuse = _rooted_elsewhere
 
-    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
-        await asyncio.sleep(0.001)
-        if room_id in self.failing:
-            raise SendFailed("homeserver unavailable")
-        relation = content.get("m.relates_to") or {}
-        if relation.get("rel_type") == "m.thread" and relation.get("event_id") == "$elsewhere":
-            self.refused.append(content)
-            raise SendRefused("M_UNKNOWN: Relations must be in the same room (HTTP 400)")
-        self.sent.append((room_id, content))
-        return f"$answer{len(self.sent)}"
 
-    async def typing(self, room_id: str, active: bool) -> None:
-        pass
-
-    async def room_authority(self, room_id: str) -> None:
-        return None
-
-    async def fetch_message(self, room_id: str, event_id: str) -> None:
-        return None
-
-    def display_name(self, room_id: str, user_id: str) -> str | None:
-        return None
-
-    def is_dm(self, room_id: str) -> bool:
-        return True
-
-    def texts(self, room_id: str) -> list[str]:
-        """What a client shows in the room: the last text of each message."""
-        shown: dict[str, str] = {}
-        for index, (room, content) in enumerate(self.sent, start=1):
-            if room != room_id:
-                continue
-            relation = content.get("m.relates_to") or {}
-            if relation.get("rel_type") == "m.replace":
-                shown[relation["event_id"]] = content["m.new_content"]["body"]
-            else:
-                shown[f"$answer{index}"] = content["body"]
-        return list(shown.values())
+def _rooted_elsewhere(content: dict[str, Any]) -> bool:
+    relation = content.get("m.relates_to") or {}
+    return relation.get("rel_type") == "m.thread" and relation.get("event_id") == "$elsewhere"
 
 
 class CountingText(str):
@@ -262,15 +230,15 @@ async def relay_for(tmp_path: Path, model: Any, port: Port, **bot: Any) -> tuple
         data_dir=tmp_path,
     )
     store = await Store.open(tmp_path / "bot.sqlite3")
-    relay = Relay(settings, store, model, port, PromptTexts(None))  # type: ignore[arg-type]
+    relay = build_relay(settings, store, model, port, PromptTexts(None))  # type: ignore[arg-type]
     return relay, store
 
 
 async def ask(
     relay: Relay, store: Store, room_id: str, event_id: str, thread_root: str | None = None
 ) -> None:
-    if await store.room(room_id) is None:
-        await store.add_room(room_id, now_ms() - 1000)
+    if await store.rooms.room(room_id) is None:
+        await store.rooms.add_room(room_id, now_ms() - 1000)
     content: dict[str, Any] = {"msgtype": "m.text", "body": "Une question ?"}
     if thread_root:
         content["m.relates_to"] = {"rel_type": "m.thread", "event_id": thread_root}
@@ -288,7 +256,7 @@ async def finished(store: Store, room_id: str, event_id: str) -> AnswerRow:
     """The answer's record once it has a final status (bounded by BOUND_S)."""
     async with asyncio.timeout(BOUND_S):
         while True:
-            row = await store.answer_for_question(room_id, event_id)
+            row = await store.conversations.answer_for_question(room_id, event_id)
             if row is not None and row.status not in ("queued", "streaming"):
                 return row
             await asyncio.sleep(0.02)
@@ -346,7 +314,7 @@ async def test_final_edits_wait_outside_the_model_slot(tmp_path):
         await asyncio.wait_for(model.ended.wait(), BOUND_S)  # the model has said it all
         await ask(relay, store, "!quiet", "$second")
         second = await finished(store, "!quiet", "$second")  # while the first still waits
-        first = await store.answer_for_question("!busy", "$first")
+        first = await store.conversations.answer_for_question("!busy", "$first")
         assert first is not None and first.status == "streaming"
         port.failing.clear()
         first = await finished(store, "!busy", "$first")
@@ -364,7 +332,7 @@ async def test_an_answer_the_homeserver_refuses_ends_with_a_plain_notice(tmp_pat
     try:
         await ask(relay, store, "!dm", "$question", thread_root="$elsewhere")
         row = await finished(store, "!dm", "$question")
-        assert await store.open_answers() == []  # nothing for a restart to send again
+        assert await store.conversations.open_answers() == []  # nothing for a restart to send again
     finally:
         await relay.drain(BOUND_S)
         await store.close()

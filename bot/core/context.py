@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+from bot.core.triggers import strip_bot_name
 
 TokenCounter = Callable[[list[dict[str, str]]], Awaitable[int]]
 
@@ -13,21 +16,69 @@ class Turn:
     role: str  # "user" or "assistant"
     content: str
     speaker: str | None = None  # shown to the model in group rooms
+    event_id: str | None = None  # the message it comes from
 
 
-def to_messages(system_prompt: str, turns: Sequence[Turn], name_speakers: bool) -> list[dict]:
-    messages = [{"role": "system", "content": system_prompt}]
-    for turn in turns:
-        content = turn.content
-        if name_speakers and turn.role == "user" and turn.speaker:
-            content = f"{turn.speaker}: {content}"
-        messages.append({"role": turn.role, "content": content})
+class Said(Protocol):
+    """A stored message, as far as the model's view of it goes."""
+
+    @property
+    def body(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def sender_name(self) -> str | None: ...
+    @property
+    def from_bot(self) -> bool: ...
+    @property
+    def event_id(self) -> str: ...
+
+
+def conversation_turn(message: Said, bot_id: str, bot_name: str | None) -> Turn:
+    """How the model reads a message: the bot's own as its turns, people's without the bot's
+    name in front. Answering and export both build turns here, so that what is exported is
+    what the model read."""
+    if message.from_bot:
+        return Turn("assistant", message.body, event_id=message.event_id)
+    body = strip_bot_name(message.body, bot_id, bot_name)
+    speaker = message.sender_name or message.sender
+    return Turn("user", body, speaker=speaker, event_id=message.event_id)
+
+
+def to_messages(
+    system_prompt: str | None, turns: Sequence[Turn], name_speakers: bool
+) -> list[dict[str, str]]:
+    """The chat messages for a system prompt (none: left out) and turns; in group rooms each
+    person's turn starts with their name."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
+    messages += [_message(turn, name_speakers) for turn in turns]
     return _merge_same_roles(messages)
 
 
-def _merge_same_roles(messages: list[dict]) -> list[dict]:
+def _message(turn: Turn, name_speakers: bool) -> dict[str, str]:
+    content = turn.content
+    if name_speakers and turn.role == "user" and turn.speaker:
+        content = f"{turn.speaker}: {content}"
+    return {"role": turn.role, "content": content}
+
+
+async def fit_turns(
+    system_prompt: str, turns: Sequence[Turn], name_speakers: bool, budget: int, count: TokenCounter
+) -> tuple[list[Turn], list[dict[str, str]]]:
+    """The newest turns that fit the budget with the system prompt, and the messages they make.
+
+    Counted turn by turn (as fit_to_budget counts messages), so that the turns kept, and so the
+    record of what the model read, are known exactly."""
+    single = [{"role": "system", "content": system_prompt}]
+    single += [_message(turn, name_speakers) for turn in turns]
+    kept_messages, _ = await fit_to_budget(single, budget, count)
+    kept = list(turns[len(turns) - (len(kept_messages) - 1) :]) if turns else []
+    return kept, to_messages(system_prompt, kept, name_speakers)
+
+
+def _merge_same_roles(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     """Chat templates (Lucie's included) expect user and assistant to alternate."""
-    merged: list[dict] = []
+    merged: list[dict[str, str]] = []
     for message in messages:
         if merged and merged[-1]["role"] == message["role"] != "system":
             merged[-1] = {

@@ -21,10 +21,14 @@ MAX_CORRECTION_CHARS = 8000
 
 
 class DataStores(Protocol):
-    feedback: FeedbackStore
-    erasure: ErasureStore
-    rooms: RoomStore
-    conversations: ConversationStore
+    @property
+    def feedback(self) -> FeedbackStore: ...
+    @property
+    def erasure(self) -> ErasureStore: ...
+    @property
+    def rooms(self) -> RoomStore: ...
+    @property
+    def conversations(self) -> ConversationStore: ...
 
 
 CONSENT_HELP = (

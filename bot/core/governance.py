@@ -48,8 +48,9 @@ def _level(value: Any, default: int) -> int:
 
 def may_change_power_levels(levels: dict[str, Any], user_id: str) -> bool:
     """A room admin: allowed to send m.room.power_levels (Tchap admin 100, Twake Chat admin 80)."""
-    users = levels.get("users") if isinstance(levels.get("users"), dict) else {}
-    events = levels.get("events") if isinstance(levels.get("events"), dict) else {}
+    users, events = levels.get("users"), levels.get("events")
+    users = users if isinstance(users, dict) else {}
+    events = events if isinstance(events, dict) else {}
     user_level = _level(users.get(user_id), _level(levels.get("users_default"), 0))
     state_default = _level(levels.get("state_default"), 50)
     needed = _level(events.get("m.room.power_levels"), state_default)

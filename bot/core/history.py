@@ -5,12 +5,11 @@ They are read from the bot's own records, and fetched from the homeserver when m
 from __future__ import annotations
 
 from bot.config import BotSettings
-from bot.core.context import Turn
+from bot.core.context import Turn, conversation_turn
 from bot.core.events import TextMessage
 from bot.core.ports import ChatPort
 from bot.core.records import MessageRow, RoomRow
 from bot.core.stores import ConversationStore
-from bot.core.triggers import strip_bot_name
 
 MAX_CHAIN = 50
 
@@ -80,11 +79,8 @@ class History:
         return recent[start:]
 
     def turn(self, message: MessageRow) -> Turn:
-        if message.from_bot:
-            return Turn("assistant", message.body)
         display_name = self.port.display_name(message.room_id, self.bot_id)
-        body = strip_bot_name(message.body, self.bot_id, display_name)
-        return Turn("user", body, speaker=message.sender_name or message.sender)
+        return conversation_turn(message, self.bot_id, display_name)
 
     async def message(self, room_id: str, event_id: str) -> MessageRow | None:
         stored = await self.messages.message(room_id, event_id)

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bot.core.ports import ChatPort, RateLimited, SendFailed, SendRefused
 from bot.core.render import edit_content, message_content
@@ -36,6 +36,12 @@ LONGEST_EVENT_ID = "$" + "x" * 254  # the spec's limit: 255 bytes
 
 class Oversized(SendRefused):
     """The event would be over the size limit: never sent, as it could only be refused."""
+
+
+class TextView(Protocol):
+    """Text that is worked out only when read: what a send shows of an answer so far."""
+
+    def text(self) -> str: ...
 
 
 class AnswerText:
@@ -145,7 +151,7 @@ class ReplyStream:
         self.first_visible_at: float | None = None
         self.refused: SendRefused | None = None
         self.overflowed = False
-        self._latest: str | AnswerText = ""
+        self._latest: str | TextView = ""
         self._last_look = 0.0
         self._sent: tuple[str, bool] | None = None  # the text and liveness last shown
         self._first: tuple[str, bool] | None = None
@@ -164,8 +170,8 @@ class ReplyStream:
         # shown is unknown until an edit has set it
         self.first_may_exist = first_may_exist
 
-    def update(self, text: str | AnswerText) -> None:
-        """The latest text; an AnswerText is read only when a send is due."""
+    def update(self, text: str | TextView) -> None:
+        """The latest text; a TextView is read only when a send is due."""
         self._latest = text
         self._changed.set()
         if self._publisher is None:

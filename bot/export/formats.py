@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from itertools import combinations, pairwise
 from typing import Any
 
+from bot.core.context import Turn as ModelTurn
+from bot.core.context import to_messages
 from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
 from bot.export.source import Answer, ExportSource
 
@@ -29,7 +31,12 @@ class RowMaker:
         return scrub(value) if self.scrub_texts else value
 
     def prompt(self, answer: Answer) -> list[dict[str, str]]:
-        return [{"role": t.role, "content": self.text(t.text)} for t in answer.context]
+        """The messages the model read, built as answering built them (speakers named in group
+        rooms, same roles merged), then masked and scrubbed."""
+        system = next((t.text for t in answer.context if t.role == "system"), None)
+        turns = [ModelTurn(t.role, t.text, t.speaker) for t in answer.context if t.role != "system"]
+        messages = to_messages(system, turns, answer.speakers_named)
+        return [{"role": m["role"], "content": self.text(m["content"])} for m in messages]
 
     def assistant(self, text: str) -> list[dict[str, str]]:
         return [{"role": "assistant", "content": self.text(text)}]

@@ -18,7 +18,8 @@ from typing import Any
 
 import aiosqlite
 
-from bot.core.triggers import strip_bot_name
+from bot.core.context import conversation_turn
+from bot.core.records import MessageRow
 from bot.export.privacy import person_names
 from bot.storage.export_reader import Key, SqliteExportReader
 from bot.texts import PromptTexts
@@ -30,6 +31,7 @@ class Turn:
     text: str
     sender: str | None
     event_id: str | None
+    speaker: str | None = None  # the name the model read before the turn, in group rooms
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Answer:
     lang: str
     finished_at: int
     context: list[Turn]
+    speakers_named: bool = False
     votes: list[dict[str, Any]] = field(default_factory=list)
     labels: list[dict[str, Any]] = field(default_factory=list)
     corrections: list[dict[str, Any]] = field(default_factory=list)
@@ -170,6 +173,8 @@ class ExportSource:
             lang=lang,
             finished_at=row["finished_at"] or row["created_at"],
             context=context,
+            # answers recorded before this was kept were framed as in group rooms unless DMs
+            speakers_named=bool(row["speakers_named"]),
         )
 
     async def _context(
@@ -183,11 +188,9 @@ class ExportSource:
             message = found[0]
             if not self.may_use(message["sender"]):
                 return None
-            if message["from_bot"]:
-                turns.append(Turn("assistant", message["body"], message["sender"], event_id))
-            else:  # as the model saw it
-                body = strip_bot_name(message["body"], self.bot_id, self.bot_name)
-                turns.append(Turn("user", body, message["sender"], event_id))
+            # as the model read it: one conversation builder for answering and export
+            seen = conversation_turn(_said(message), self.bot_id, self.bot_name)
+            turns.append(Turn(seen.role, seen.content, message["sender"], event_id, seen.speaker))
         return turns if turns and turns[-1].role == "user" else None
 
     async def _prompt(self, room_id: str, version: int, lang: str) -> tuple[str, bool]:
@@ -216,3 +219,17 @@ def _once_each(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             kept.append(label)
     return kept
+
+
+def _said(row: dict[str, Any]) -> MessageRow:
+    return MessageRow(
+        event_id=row["event_id"],
+        room_id=row["room_id"],
+        sender=row["sender"],
+        sender_name=row["sender_name"],
+        body=row["body"],
+        ts=row["ts"],
+        reply_to=row["reply_to"],
+        thread_root=row["thread_root"],
+        from_bot=bool(row["from_bot"]),
+    )

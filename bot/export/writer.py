@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from bot import paths
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.errors import OperatorError, UsageError
 from bot.export.formats import BUILDERS, RowMaker
@@ -19,7 +20,6 @@ from bot.export.source import ExportSource
 from bot.storage.export_reader import SchemaMismatch, SqliteExportReader
 from bot.texts import PromptTexts
 
-DATABASE_NAME = "lucie-bot.sqlite3"
 # never through a link, never over a file already there: whoever can write in the folder must
 # not be able to point the export at another file, or read it while it is being written
 PART_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
@@ -54,7 +54,7 @@ async def export(settings: Settings, request: ExportRequest, progress: TextIO | 
     if data.collection == "off":
         raise ExportError('data collection is off (data.collection = "off"): nothing to export')
     secret = pseudonym_secret(data)
-    database = settings.data_dir / DATABASE_NAME
+    database = paths.database(settings.data_dir)
     if not database.is_file():
         raise ExportError(f"no database at {database}: check data_dir")
     if not request.out.parent.is_dir():

@@ -11,12 +11,14 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
 from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 from bot.config import LLMSettings
+from bot.errors import TransientError
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +31,21 @@ DRAIN_TIMEOUT_S = 1.0
 ERROR_BODY_BYTES = 4096
 
 
-class LLMError(Exception):
+class Failure(StrEnum):
+    """How a model server failed: names the user notice (error.<kind>) and the metric label."""
+
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    SERVER = "server"
+    CONTEXT_TOO_LONG = "context_too_long"
+    BAD_RESPONSE = "bad_response"
+    REJECTED = "rejected"
+
+
+class LLMError(TransientError):
     """The model server failed; kind says how, for the user notice and the stored record."""
 
-    KINDS = ("unreachable", "timeout", "server", "context_too_long", "bad_response", "rejected")
-
-    def __init__(self, kind: str, detail: str) -> None:
-        assert kind in self.KINDS
+    def __init__(self, kind: Failure, detail: str) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
@@ -60,7 +70,8 @@ class StreamResult:
     first_token_at: float | None = None
 
 
-FAILOVER_KINDS = ("unreachable", "timeout", "server", "bad_response")
+# failures another replica may not have: worth trying the next server
+FAILOVER_KINDS = (Failure.UNREACHABLE, Failure.TIMEOUT, Failure.SERVER, Failure.BAD_RESPONSE)
 RECHECK_S = 10.0
 
 
@@ -195,7 +206,9 @@ class ChatModel:
                         )
                         await _raise_for_status(source.response)
                 except TimeoutError:
-                    raise LLMError("timeout", "no response within first_token_timeout_s") from None
+                    raise LLMError(
+                        Failure.TIMEOUT, "no response within first_token_timeout_s"
+                    ) from None
                 deltas = await stack.enter_async_context(
                     contextlib.aclosing(
                         self._deltas(source.aiter_sse(), result, first_deadline, deadline)
@@ -206,11 +219,11 @@ class ChatModel:
         except LLMError:
             raise
         except httpx.TimeoutException as exc:
-            raise LLMError("timeout", type(exc).__name__) from None
+            raise LLMError(Failure.TIMEOUT, type(exc).__name__) from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise LLMError("unreachable", type(exc).__name__) from None
+            raise LLMError(Failure.UNREACHABLE, type(exc).__name__) from None
         except (httpx.HTTPError, SSEError) as exc:
-            raise LLMError("bad_response", f"{type(exc).__name__}: {exc}") from None
+            raise LLMError(Failure.BAD_RESPONSE, f"{type(exc).__name__}: {exc}") from None
 
     async def _deltas(
         self,
@@ -228,14 +241,14 @@ class ChatModel:
             else:
                 until = min(deadline, loop.time() + self.settings.chunk_timeout_s)
             if until <= loop.time():
-                raise LLMError("timeout", "the answer went over its time-outs")
+                raise LLMError(Failure.TIMEOUT, "the answer went over its time-outs")
             try:
                 async with asyncio.timeout_at(until):
                     event = await anext(events)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise LLMError("timeout", "no text within the time-outs") from None
+                raise LLMError(Failure.TIMEOUT, "no text within the time-outs") from None
             if event.data.strip() == "[DONE]":
                 await _drain(events)
                 return
@@ -298,15 +311,15 @@ async def _raise_for_status(response: httpx.Response) -> None:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
             # the body is not needed: closing the response drops it
-            raise LLMError("bad_response", f"expected an event stream, got {content_type!r}")
+            raise LLMError(Failure.BAD_RESPONSE, f"expected an event stream, got {content_type!r}")
         return
     detail = await _start_of(response)
     lowered = detail.lower()
     if response.status_code in (400, 413) and ("context" in lowered or "too long" in lowered):
-        raise LLMError("context_too_long", detail)
+        raise LLMError(Failure.CONTEXT_TOO_LONG, detail)
     if response.status_code >= 500:
-        raise LLMError("server", f"HTTP {response.status_code}")
-    raise LLMError("rejected", f"HTTP {response.status_code}: {detail}")
+        raise LLMError(Failure.SERVER, f"HTTP {response.status_code}")
+    raise LLMError(Failure.REJECTED, f"HTTP {response.status_code}: {detail}")
 
 
 async def _start_of(response: httpx.Response) -> str:
@@ -322,24 +335,24 @@ def _delta(data: str, result: StreamResult) -> str:
     try:
         chunk = json.loads(data)
     except json.JSONDecodeError:
-        raise LLMError("bad_response", "chunk is not JSON") from None
+        raise LLMError(Failure.BAD_RESPONSE, "chunk is not JSON") from None
     if not isinstance(chunk, dict):
-        raise LLMError("bad_response", "chunk is not an object")
+        raise LLMError(Failure.BAD_RESPONSE, "chunk is not an object")
     if "error" in chunk:
         message = json.dumps(chunk["error"])[:300]
-        kind = "context_too_long" if "context" in message.lower() else "server"
+        kind = Failure.CONTEXT_TOO_LONG if "context" in message.lower() else Failure.SERVER
         raise LLMError(kind, message)
     usage = chunk.get("usage")
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         result.tokens = usage["completion_tokens"]
     choices = chunk.get("choices")
     if not isinstance(choices, list):
-        raise LLMError("bad_response", "chunk has no choices")
+        raise LLMError(Failure.BAD_RESPONSE, "chunk has no choices")
     if not choices:
         return ""  # the usage-only chunk at the end
     choice = choices[0]
     if not isinstance(choice, dict):
-        raise LLMError("bad_response", "choice is not an object")
+        raise LLMError(Failure.BAD_RESPONSE, "choice is not an object")
     if choice.get("finish_reason"):
         result.finish_reason = choice["finish_reason"]
     delta = choice.get("delta") or {}
@@ -347,7 +360,7 @@ def _delta(data: str, result: StreamResult) -> str:
     if content is None:
         return ""
     if not isinstance(content, str):
-        raise LLMError("bad_response", "delta content is not text")
+        raise LLMError(Failure.BAD_RESPONSE, "delta content is not text")
     if not usage:
         result.tokens += 1
     return content

@@ -25,7 +25,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nio.crypto import OlmAccount
 
+from bot import paths
 from bot.errors import OperatorError
+from bot.matrix import cs_api
 from bot.matrix.credentials import write_secret
 from bot.matrix.cs_api import json_body, password_auth
 
@@ -115,7 +117,8 @@ def own_device_problem(
     }
     if device.get("keys") != expected:
         return "are not those of the local Olm account"
-    if not verify(device, user_id, expected[f"ed25519:{device_id}"], device_id):
+    signing_key = expected[f"ed25519:{device_id}"]
+    if signing_key is None or not verify(device, user_id, signing_key, device_id):
         return "carry no valid signature by the device itself"
     return None
 
@@ -123,9 +126,9 @@ def own_device_problem(
 def stored_own_keys(data_dir: Path, user_id: str, device_id: str) -> dict[str, str] | None:
     """The device's identity keys read from nio's store in data_dir, for commands run while the
     bot is stopped; None when the store or its key cannot be read."""
-    store = data_dir / "crypto" / f"{user_id}_{device_id}.db"  # nio's own naming
+    store = paths.crypto_store(data_dir) / f"{user_id}_{device_id}.db"  # nio's own naming
     try:
-        passphrase = (data_dir / "crypto.key").read_text(encoding="utf-8").strip()
+        passphrase = paths.crypto_key(data_dir).read_text(encoding="utf-8").strip()
         with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as db:
             row = db.execute(
                 "SELECT account, shared FROM accounts WHERE user_id = ? AND device_id = ?",
@@ -179,7 +182,8 @@ class Identity:
         write_secret(path, json.dumps(seeds, indent=2))
 
     def _private(self, role: str) -> Ed25519PrivateKey:
-        return getattr(self, role)  # type: ignore[no-any-return]
+        key: Ed25519PrivateKey = getattr(self, role)
+        return key
 
     def published(self, user_id: str) -> dict[str, dict[str, Any]]:
         """The three public key objects, the sub-keys signed by the master key."""
@@ -214,11 +218,7 @@ class CrossSigning:
         self.device_id = device_id
         self.password = password
         self.own_keys = own_keys
-        self.http = httpx.AsyncClient(
-            base_url=f"{homeserver.rstrip('/')}/_matrix/client/v3",
-            headers={"Authorization": f"Bearer {access_token}"},
-            timeout=timeout_s,
-        )
+        self.http = cs_api.client(homeserver, access_token, timeout_s)
 
     async def aclose(self) -> None:
         await self.http.aclose()

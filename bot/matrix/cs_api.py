@@ -7,6 +7,19 @@ from typing import Any
 import httpx
 
 
+def client(
+    homeserver: str, access_token: str | None, timeout_s: float, path: str = ""
+) -> httpx.AsyncClient:
+    """The one way the bot makes raw client-server calls: the v3 API under its homeserver,
+    authenticated with its token (none for logging in), every call bounded by timeout_s."""
+    headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+    return httpx.AsyncClient(
+        base_url=f"{homeserver.rstrip('/')}/_matrix/client/v3{path}",
+        headers=headers,
+        timeout=timeout_s,
+    )
+
+
 def json_body(response: httpx.Response) -> dict[str, Any]:
     """The response's JSON object, or {} when it has none."""
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import paths
 from bot.errors import OperatorError
 
 RECOVERY = "see 'Encryption store' in the README, or run `lucie-bot new-device`"
@@ -66,7 +67,7 @@ async def check_store(store_dir: Path, user_id: str, device_id: str | None) -> N
 
 def retire(data_dir: Path, store_dir: Path, user_id: str, files: list[Path]) -> Path:
     """Move the login and the encryption store aside (never deleted: they may hold room keys)."""
-    folder = data_dir / "retired" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    folder = paths.retired(data_dir) / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     for path in [*files, *stores_of(store_dir, user_id)]:
         for part in (path, *path.parent.glob(path.name + "-*")):  # SQLite's -wal and -shm

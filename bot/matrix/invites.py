@@ -12,6 +12,8 @@ from typing import Any, Protocol, TypeVar
 
 from nio import AsyncClient, JoinError
 
+from bot.backoff import backoff
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 JOIN_ATTEMPTS = 8
@@ -90,7 +92,7 @@ class Invites:
         wait = 0.0
         for attempt in range(JOIN_ATTEMPTS):
             if attempt:
-                await self._pause(max(wait, min(self.max_backoff_s, 2.0**attempt)))
+                await self._pause(max(wait, backoff(attempt, self.max_backoff_s)))
                 if self._stopping.is_set():
                     return
             try:

@@ -27,6 +27,7 @@ from nio.crypto import InboundGroupSession
 
 from bot.core.stores import CryptoBookkeeping
 from bot.errors import OperatorError
+from bot.matrix import cs_api
 from bot.matrix.credentials import write_secret
 from bot.matrix.cross_signing import b64decode, sign, signable, unpadded_b64
 
@@ -117,10 +118,8 @@ class KeyBackup:
         self._uploaded: set[str] = set()
 
     def _http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=f"{self.homeserver}/_matrix/client/v3/room_keys",
-            headers={"Authorization": f"Bearer {self.client.access_token}"},
-            timeout=self.timeout_s,
+        return cs_api.client(
+            self.homeserver, self.client.access_token, self.timeout_s, "/room_keys"
         )
 
     async def start(self, master: Ed25519PrivateKey | None) -> int:
@@ -133,8 +132,10 @@ class KeyBackup:
         async with self._http() as http:
             response = await http.get("/version")
             current = response.json() if response.is_success else None
-            existing = current and current.get("auth_data", {}).get("public_key") == public
-            if existing:
+            existing = (
+                current is not None and current.get("auth_data", {}).get("public_key") == public
+            )
+            if current is not None and existing:
                 self.version = str(current["version"])
             else:
                 if current:  # made elsewhere, or its key file was lost: unreadable here

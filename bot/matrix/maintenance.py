@@ -8,8 +8,10 @@ from urllib.parse import quote
 
 import httpx
 
+from bot import paths
 from bot.config import Settings
 from bot.errors import OperatorError
+from bot.matrix import cs_api
 from bot.matrix.credentials import Credentials, load_credentials
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError
 from bot.matrix.cs_api import json_body, password_auth
@@ -22,7 +24,7 @@ class MaintenanceError(OperatorError):
 
 def _paths(settings: Settings) -> tuple[Path, Path, Path]:
     data_dir = settings.data_dir
-    return data_dir / "credentials.json", data_dir / "crypto", data_dir / "cross-signing.json"
+    return paths.credentials(data_dir), paths.crypto_store(data_dir), paths.cross_signing(data_dir)
 
 
 async def new_device(settings: Settings) -> list[str]:
@@ -48,18 +50,20 @@ async def _delete_device(settings: Settings, saved: Credentials) -> str:
     password = settings.matrix.password
     if password is None:
         return f"device {saved.device_id} left on the account (no matrix.password to remove it)"
-    url = f"{settings.matrix.homeserver}/_matrix/client/v3/devices/{quote(saved.device_id)}"
-    headers = {"Authorization": f"Bearer {saved.access_token}"}
-    async with httpx.AsyncClient(timeout=settings.matrix.request_timeout_s) as http:
+    matrix = settings.matrix
+    path = f"/devices/{quote(saved.device_id)}"
+    async with cs_api.client(
+        matrix.homeserver, saved.access_token, matrix.request_timeout_s
+    ) as http:
         try:
-            response = await http.request("DELETE", url, headers=headers, json={})
+            response = await http.request("DELETE", path, json={})
             if response.status_code == 401 and "flows" in json_body(response):
                 auth = password_auth(
                     settings.matrix.user_id,
                     password.get_secret_value(),
                     json_body(response).get("session"),
                 )
-                response = await http.request("DELETE", url, headers=headers, json={"auth": auth})
+                response = await http.request("DELETE", path, json={"auth": auth})
         except httpx.HTTPError as exc:
             return f"device {saved.device_id} left on the account (homeserver unreachable: {exc})"
     if response.is_success:

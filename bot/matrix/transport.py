@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,10 +22,11 @@ from nio import (
     SyncResponse,
 )
 
+from bot import paths
+from bot.backoff import backoff
 from bot.config import Settings
-from bot.core.conversation import Relay
 from bot.core.events import TextMessage, parse_message, parse_redaction
-from bot.core.ports import RateLimited, RoomAuthority, SendFailed, SendRefused
+from bot.core.ports import RateLimited, RoomAuthority, RoomEvents, SendFailed, SendRefused
 from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
@@ -58,8 +58,8 @@ class MatrixTransport:
         self.store = store
         self.user_id = settings.matrix.user_id
         data_dir = settings.data_dir
-        self.credentials_path = data_dir / "credentials.json"
-        self.store_dir = store_dir = data_dir / "crypto"
+        self.credentials_path = paths.credentials(data_dir)
+        self.store_dir = store_dir = paths.crypto_store(data_dir)
         store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         config = AsyncClientConfig(
             # nio would otherwise retry 429s and timeouts forever inside one call,
@@ -68,7 +68,7 @@ class MatrixTransport:
             max_timeouts=0,
             encryption_enabled=settings.matrix.encryption,
             store_sync_tokens=False,  # the sync position lives in our database
-            pickle_key=pickle_key(data_dir / "crypto.key"),
+            pickle_key=pickle_key(paths.crypto_key(data_dir)),
             request_timeout=settings.matrix.request_timeout_s,
         )
         if not settings.log_content:
@@ -78,7 +78,7 @@ class MatrixTransport:
         self.client = MatrixClient(
             settings.matrix.homeserver, self.user_id, store_path=str(store_dir), config=config
         )
-        self.relay: Relay | None = None
+        self.relay: RoomEvents | None = None
         keep_for_ms = settings.bot.catch_up_minutes * 60_000
         self.trust = DeviceTrust(settings, self.client, store.crypto)
         self.undecryptable = Undecryptable(
@@ -143,7 +143,7 @@ class MatrixTransport:
                 return
             except UNREACHABLE as exc:
                 failures += 1
-                delay = min(self.settings.matrix.max_backoff_s, 2.0**failures)
+                delay = backoff(failures, self.settings.matrix.max_backoff_s)
                 log.warning(
                     "homeserver unreachable (%s), retrying in %.0f s", type(exc).__name__, delay
                 )
@@ -187,7 +187,7 @@ class MatrixTransport:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, relay: Relay) -> None:
+    async def run(self, relay: RoomEvents) -> None:
         self.relay = relay
         since = await self.store.sync.sync_token()
         first, failures = True, 0
@@ -213,7 +213,7 @@ class MatrixTransport:
                 # the position stays put: the same events come again once the database is back
                 failures += 1
                 log.error("database unavailable (%s); events kept on the homeserver", exc)
-                await self._pause(min(self.settings.matrix.max_backoff_s, 2.0**failures))
+                await self._pause(backoff(failures, self.settings.matrix.max_backoff_s))
                 continue
             failures = 0
             since = response.next_batch
@@ -245,8 +245,7 @@ class MatrixTransport:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _recover(self, error: SyncError | None, failures: int) -> None:
-        delay = min(self.settings.matrix.max_backoff_s, 2 ** min(failures, 10)) / 2
-        delay *= 1 + random.random()
+        delay = backoff(failures, self.settings.matrix.max_backoff_s, jitter=True)
         if isinstance(error, SyncError):
             log.warning("sync error %s: %s", error.status_code, error.message)
             if error.status_code == "M_UNKNOWN_TOKEN" and self.settings.matrix.password:

@@ -8,6 +8,7 @@ import logging
 
 from nio import AsyncClient
 
+from bot import paths
 from bot.config import Settings
 from bot.core.stores import CryptoBookkeeping
 from bot.matrix.cross_signing import CrossSigning, CrossSigningError, Identity, published_device
@@ -21,13 +22,13 @@ class DeviceTrust:
     def __init__(self, settings: Settings, client: AsyncClient, crypto: CryptoBookkeeping) -> None:
         self.settings = settings
         self.client = client
-        self.identity_path = settings.data_dir / "cross-signing.json"
+        self.identity_path = paths.cross_signing(settings.data_dir)
         self.backup: KeyBackup | None = None
         if settings.matrix.encryption and settings.matrix.key_backup:
             self.backup = KeyBackup(
                 client,
                 crypto,
-                settings.data_dir / "key-backup.json",
+                paths.key_backup(settings.data_dir),
                 settings.matrix.homeserver,
                 settings.matrix.request_timeout_s,
             )

@@ -16,7 +16,7 @@ from bot.config import Settings
 from bot.core.metrics import Metrics
 from bot.errors import OperatorError
 from bot.llm.client import ChatModel
-from bot.storage.store import Store
+from bot.storage.connection import Database
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,7 +51,7 @@ class OpsServer:
         self,
         settings: Settings,
         metrics: Metrics,
-        store: Store,
+        database: Database,
         model: ChatModel,
         last_sync: Callable[[], float | None],
     ) -> None:
@@ -67,7 +67,7 @@ class OpsServer:
         # hold them all
         probe_bound_s = settings.llm.connect_timeout_s + 5
         # a real write (a read cannot see a read-only or full disk), but at most one per period
-        self._database = Cached(lambda: _safely(store.db.writable), ttl_s)
+        self._database = Cached(lambda: _safely(database.writable), ttl_s)
         self._model = Cached(lambda: _bounded(model.reachable(), probe_bound_s), ttl_s)
 
     async def start(self) -> None:

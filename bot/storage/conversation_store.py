@@ -161,7 +161,7 @@ class SqliteConversations:
 
     async def update_answer(self, answer_id: int, **fields: Any) -> None:
         """Record an answer's progress; what it says stays gone once it was erased."""
-        for name in ("request_messages", "sampling", "context_event_ids"):
+        for name in ("request_messages", "sampling", "context_event_ids", "stages"):
             if name in fields and not isinstance(fields[name], str | None):
                 fields[name] = json.dumps(fields[name], ensure_ascii=False)
         assignments = ", ".join(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core.records import AnswerRow, MessageRow, PromptRow, RoomRow, UndecryptedRow  # noqa: F401
 from bot.storage.connection import Database
 from bot.storage.conversation_store import SqliteConversations
 from bot.storage.crypto_store import SqliteCryptoBookkeeping
@@ -44,17 +43,3 @@ class Store:
 
     async def close(self) -> None:
         await self.db.close()
-
-    def __getattr__(self, name: str):  # TEMPORARY while callers move to the aggregates
-        for part in (
-            self.sync,
-            self.rooms,
-            self.conversations,
-            self.feedback,
-            self.erasure,
-            self.crypto,
-            self.db,
-        ):
-            if hasattr(part, name):
-                return getattr(part, name)
-        raise AttributeError(name)

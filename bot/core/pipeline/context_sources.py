@@ -1,0 +1,39 @@
+"""The first context sources: the room's system prompt, and the conversation the question is
+part of (its reply chain, its thread, or the recent exchange of a DM)."""
+
+from __future__ import annotations
+
+from bot.core.history import History
+from bot.core.pipeline.stages import AnswerJob
+from bot.core.stores import RoomStore
+from bot.texts import PromptTexts
+
+
+class RoomPrompt:
+    """The prompt the room's admins set, or the default one in the room's language."""
+
+    name = "room_prompt"
+
+    def __init__(self, rooms: RoomStore, prompts: PromptTexts) -> None:
+        self.rooms = rooms
+        self.prompts = prompts
+
+    async def add(self, job: AnswerJob) -> None:
+        prompt = await self.rooms.current_prompt(job.row.room_id)
+        job.system = prompt.text if prompt and prompt.text else self.prompts.system(job.lang)
+        job.prompt_version = prompt.version if prompt else 0
+        job.sources.append(self.name)
+
+
+class Conversation:
+    """The messages the question builds on, as turns with their event ids."""
+
+    name = "conversation"
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    async def add(self, job: AnswerJob) -> None:
+        chain = await self.history.conversation(job.question, job.room, job.is_dm)
+        job.turns += [self.history.turn(message) for message in chain]
+        job.sources.append(self.name)

@@ -1,0 +1,101 @@
+"""The generate stage: the model's stream into the reply, through the output filters, with
+another model server taking over when one breaks midway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.core.pipeline.stages import OutputFilter
+from bot.core.streaming import AnswerText, ReplyStream
+from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRun:
+    """What one answer got from the model."""
+
+    text: AnswerText
+    result: StreamResult
+    error: LLMError | None = None
+    stopped: bool = False  # cut short: nothing more could be shown
+    replaced_by: list[str] = field(default_factory=list)  # filters that replaced the text
+
+
+class FilteredText:
+    """What a send may show of the answer so far: the output filters read it only when an edit
+    is due, so their cost follows the edits, not the tokens."""
+
+    def __init__(self, text: AnswerText, filters: Sequence[OutputFilter], run: ModelRun) -> None:
+        self.answer = text
+        self.filters = filters
+        self.run = run
+
+    def text(self) -> str:
+        shown = self.answer.text()
+        for output_filter in self.filters:
+            verdict = output_filter.streaming(shown)
+            if verdict.replaced and output_filter.name not in self.run.replaced_by:
+                self.run.replaced_by.append(output_filter.name)
+            shown = verdict.text
+        return shown
+
+
+class Generator:
+    def __init__(self, model: ChatModel, filters: Sequence[OutputFilter]) -> None:
+        self.model = model
+        self.filters = filters
+
+    async def run(
+        self,
+        answer_id: int,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        stream: ReplyStream,
+        text_coming: asyncio.Event,
+    ) -> ModelRun:
+        """Stream the model's answer into the reply; stop at once when nothing more can be
+        shown (too large for one event, or refused by the homeserver)."""
+        run = ModelRun(AnswerText(), StreamResult())
+        for restart in range(len(self.model.backends)):
+            run = ModelRun(AnswerText(), StreamResult())
+            await self._stream(run, messages, sampling, stream, text_coming)
+            error = run.error
+            if error is not None:
+                log.warning("model failed for answer %d: %s", answer_id, error.kind)
+            broke_midway = error is not None and error.kind in FAILOVER_KINDS and run.text.size > 0
+            if not (broke_midway and self.model.can_fail_over()) or stream.refused:
+                break
+            # another replica answers from the start; the same reply is edited as it goes
+            log.info("answer %d restarts on another model server (%d)", answer_id, restart + 1)
+        return run
+
+    async def _stream(
+        self,
+        run: ModelRun,
+        messages: list[dict[str, str]],
+        sampling: Sampling,
+        stream: ReplyStream,
+        text_coming: asyncio.Event,
+    ) -> None:
+        view = FilteredText(run.text, self.filters, run) if self.filters else run.text
+        try:
+            # closing the stream drops the request: the model server stops generating
+            async with contextlib.aclosing(
+                self.model.stream(messages, sampling, run.result)
+            ) as deltas:
+                async for delta in deltas:
+                    run.text.add(delta)
+                    if run.text.has_text:
+                        text_coming.set()
+                        stream.update(view)  # read only when a send is due
+                    if run.text.full or stream.overflowed or stream.refused:
+                        run.stopped = True
+                        break
+        except LLMError as exc:
+            run.error = exc

@@ -1,0 +1,100 @@
+"""Reactions and redactions: 👍/👎 votes, reason labels and 🔁 on answers, ✅ on the consent
+notice; a redaction withdraws a reaction or erases a message and what was built on it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bot.config import Settings
+from bot.core.clock import now_ms
+from bot.core.data_commands import DataCommands
+from bot.core.events import Reaction, parse_reaction, parse_redaction
+from bot.core.governance import bare_emoji, normalise_vote
+from bot.core.metrics import Metrics
+from bot.core.questions import Questions
+from bot.core.records import AnswerRow
+from bot.core.rooms import Rooms
+from bot.core.stores import ConversationStore, ErasureStore, FeedbackStore, SyncPosition
+
+CONSENT_KEY = "\u2705"  # ✅
+REGENERATE_KEY = "\U0001f501"  # 🔁
+
+
+class Reactions:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: ReactionStores,
+        rooms: Rooms,
+        questions: Questions,
+        data: DataCommands,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.sync, self.answers = stores.sync, stores.conversations
+        self.feedback, self.erasure = stores.feedback, stores.erasure
+        self.rooms = rooms
+        self.questions = questions
+        self.data = data
+        self.metrics = metrics
+        self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
+
+    async def on_reaction(self, room_id: str, event: dict[str, Any], bot_id: str) -> None:
+        reaction = parse_reaction(room_id, event)
+        if reaction is None or reaction.sender == bot_id:
+            return
+        key = bare_emoji(reaction.key)
+        if key == CONSENT_KEY and self.settings.data.collection == "opt_in":
+            await self._consent(reaction)
+            return
+        answer = await self.answers.answer_by_event(room_id, reaction.target)
+        if answer is not None:
+            await self._on_answer(reaction, key, answer)
+
+    async def _consent(self, reaction: Reaction) -> None:
+        room = await self.rooms.get(reaction.room_id)
+        if reaction.target != room.consent_notice_event_id:
+            return
+        if await self.sync.claim_event(reaction.room_id, reaction.event_id, now_ms()):
+            reply = await self.data.record_consent(
+                reaction.sender, reaction.room_id, self.rooms.lang(room), reaction.event_id
+            )
+            self.rooms.notice_later(reaction.room_id, reply, reaction.target)
+
+    async def _on_answer(self, reaction: Reaction, key: str, answer: AnswerRow) -> None:
+        args = (reaction.event_id, reaction.target, reaction.room_id, reaction.sender)
+        vote = normalise_vote(reaction.key)
+        if vote is not None:
+            if await self.feedback.add_vote(*args, vote, reaction.key, reaction.ts):
+                self.metrics.votes.labels(vote).inc()
+        elif key in self.reasons:
+            await self.feedback.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
+        elif key == REGENERATE_KEY and await self.sync.claim_event(
+            reaction.room_id, reaction.event_id, now_ms()
+        ):
+            notice = await self.questions.regenerate(answer, reaction.sender)
+            if notice:
+                self.rooms.notice_later(reaction.room_id, notice, reaction.target)
+
+    async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
+        redaction = parse_redaction(room_id, event)
+        if redaction is None:
+            return
+        # a withdrawn reaction, or a message whose text and derived records must go
+        redacts, now = redaction.redacts, now_ms()
+        await self.feedback.withdraw_reaction(room_id, redacts, now)
+        await self.erasure.erase_event(room_id, redacts, now)
+        given = await self.feedback.consent_given_by(room_id, redacts)
+        if given is not None:  # taking back the ✅ takes back the consent
+            await self.feedback.add_consent(given[0], "no", given[1], room_id, now)
+
+
+class ReactionStores(Protocol):
+    @property
+    def sync(self) -> SyncPosition: ...
+    @property
+    def conversations(self) -> ConversationStore: ...
+    @property
+    def feedback(self) -> FeedbackStore: ...
+    @property
+    def erasure(self) -> ErasureStore: ...

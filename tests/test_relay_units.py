@@ -1,0 +1,128 @@
+"""The relay without Synapse: commands, consent and regeneration through the wiring of bot.app,
+a real database and the stand-in model over HTTP; and an export of what the model really read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import build_relay
+from bot.config import Settings
+from bot.core.clock import now_ms
+from bot.core.relay import Relay
+from bot.export.writer import ExportRequest, export
+from bot.llm.client import ChatModel
+from bot.storage.store import Store
+from bot.texts import PromptTexts
+from tests.support.chat_port import MemoryPort
+from tests.support.fake_llm import FakeLLM
+
+ROOM = "!room:x"
+SECRET = "a-pseudonym-secret-of-at-least-32-characters"
+
+
+@pytest.fixture
+async def parts(tmp_path: Path, llm: FakeLLM):
+    made: list[tuple[Relay, Store, ChatModel]] = []
+
+    async def make(port: MemoryPort, **sections: Any) -> tuple[Relay, Store, Settings]:
+        settings = Settings(
+            matrix={"homeserver": "http://h", "user_id": port.user_id, "password": "p"},
+            llm={"base_url": llm.base_url, "model": "stand-in", **sections.pop("llm", {})},
+            bot={"edit_interval_s": 0.05, "first_text_delay_s": 0, **sections.pop("bot", {})},
+            data={"pseudonym_secret": SECRET},
+            data_dir=tmp_path,
+        )
+        store = await Store.open(tmp_path / "lucie-bot.sqlite3")
+        model = ChatModel(settings.llm)
+        relay = build_relay(settings, store, model, port, PromptTexts(None))
+        await store.rooms.add_room(ROOM, now_ms() - 60_000)
+        made.append((relay, store, model))
+        return relay, store, settings
+
+    yield make
+    for relay, store, model in made:
+        await relay.drain(5)
+        await model.aclose()
+        await store.close()
+
+
+class Room:
+    """People writing in one room, through the relay as the transport would hand it events."""
+
+    def __init__(self, relay: Relay, port: MemoryPort) -> None:
+        self.relay, self.port, self.count = relay, port, 0
+
+    async def say(self, sender: str, body: str, reply_to: str | None = None) -> str:
+        self.count += 1
+        event_id = f"$m{self.count}"
+        content: dict[str, Any] = {"msgtype": "m.text", "body": body}
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+        event = {"type": "m.room.message", "event_id": event_id, "sender": sender,
+                 "origin_server_ts": now_ms(), "content": content}  # fmt: skip
+        await self.relay.on_message(ROOM, event, is_dm=self.port.dm)
+        await self.relay.tasks.drain(30)  # its answer or command reply, whole
+        return event_id
+
+    async def react(self, sender: str, target: str, key: str) -> None:
+        self.count += 1
+        relation = {"rel_type": "m.annotation", "event_id": target, "key": key}
+        event = {"type": "m.reaction", "event_id": f"$r{self.count}", "sender": sender,
+                 "origin_server_ts": now_ms(), "content": {"m.relates_to": relation}}  # fmt: skip
+        await self.relay.on_reaction(ROOM, event)
+        await self.relay.tasks.drain(30)
+
+
+async def test_commands_consent_and_regeneration_through_the_relay(parts, llm):
+    port = MemoryPort(dm=False)
+    port.power_levels = {"users": {"@admin:x": 100}, "users_default": 0}
+    port.names[port.user_id] = "Lucie"
+    relay, store, _ = await parts(port)
+    room = Room(relay, port)
+
+    await room.say("@member:x", "!lucie prompt set Réponds en alexandrins.")
+    assert port.bodies(msgtype="m.notice")[-1].startswith("Refusé")
+    await room.say("@admin:x", "!lucie prompt set Réponds en alexandrins.")
+    assert (await store.rooms.current_prompt(ROOM)).text == "Réponds en alexandrins."
+    await room.say("@member:x", "!lucie consent yes")
+    assert (await store.feedback.consent("@member:x"))[0] == "yes"
+
+    asked = await room.say("@member:x", "Lucie, une question ?")
+    assert llm.requests[-1]["body"]["messages"][0]["content"] == "Réponds en alexandrins."
+    first = await store.conversations.answer_for_question(ROOM, asked)
+    assert first.status == "complete" and first.answer_event_id
+    await room.react("@member:x", first.answer_event_id, "\U0001f501")  # 🔁
+    assert await store.conversations.siblings(ROOM, asked) == 2
+    await room.say("@admin:x", "!lucie stats")
+    assert "2 réponses" in port.bodies(msgtype="m.notice")[-1]
+    await room.say("@member:x", "!lucie help")
+    assert "`!lucie collect on|off` : " in port.bodies(msgtype="m.notice")[-1]
+
+
+async def test_a_long_chain_trimmed_by_the_budget_exports_only_the_kept_turns(parts, llm, tmp_path):
+    port = MemoryPort(dm=True)
+    relay, store, settings = await parts(port, llm={"context_tokens": 120})
+    room = Room(relay, port)
+    await room.say("@alice:x", "!lucie consent yes")
+    words = " ".join(f"mot{n}" for n in range(40))  # about 40 tokens for the stand-in's count
+    asked = [await room.say("@alice:x", f"Question {n} : {words}") for n in range(4)]
+    last = await store.conversations.answer_for_question(ROOM, asked[-1])
+    rows = await store.db.all(
+        "SELECT context_event_ids, request_messages FROM answers WHERE id = ?", last.id
+    )
+    kept = json.loads(rows[0]["context_event_ids"])
+    sent = json.loads(rows[0]["request_messages"])
+    assert kept[-1] == asked[-1] and asked[0] not in kept  # the oldest turns were dropped
+    assert len(sent) == len(kept) + 1  # the system prompt, then exactly the kept turns
+    await room.react("@alice:x", last.answer_event_id, "\U0001f44d")
+
+    out = tmp_path / "kto.jsonl"
+    await export(settings, ExportRequest("kto", out), None)
+    exported = [json.loads(line) for line in out.read_text().splitlines()]
+    row = next(r for r in exported if r["completion"][0]["content"] == last.text)
+    assert row["prompt"] == sent  # what the model read, no more, no less
+    assert "Question 0" not in json.dumps(row["prompt"], ensure_ascii=False)
