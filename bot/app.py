@@ -51,7 +51,7 @@ def build_relay(
     commands = CommandRegistry(prefix, RoomAdmins(settings.bot.operators, port))
     commands.add(*RoomCommands(prefix, store.rooms, prompts).specs())
     commands.add(*data.specs())
-    reactions = Reactions(settings, store, rooms, questions, data, metrics)
+    reactions = Reactions(settings, store, rooms, questions, data, metrics, port)
     parts = RelayParts(
         store.sync, store.conversations, rooms, questions, reactions, commands, tasks, metrics
     )

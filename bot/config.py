@@ -157,6 +157,12 @@ class BotSettings(BaseModel):
     max_answers_per_question: int = Field(
         default=5, ge=1, description="Answers one question may get, regenerations included"
     )
+    commands_per_person: int = Field(
+        default=30, ge=0, description="Commands one person may run per window, then ignored"
+    )
+    reactions_per_person: int = Field(
+        default=120, ge=0, description="Reactions of one person counted per window, then ignored"
+    )
 
 
 DEFAULT_REASONS = {

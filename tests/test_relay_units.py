@@ -126,3 +126,54 @@ async def test_a_long_chain_trimmed_by_the_budget_exports_only_the_kept_turns(pa
     row = next(r for r in exported if r["completion"][0]["content"] == last.text)
     assert row["prompt"] == sent  # what the model read, no more, no less
     assert "Question 0" not in json.dumps(row["prompt"], ensure_ascii=False)
+
+
+async def test_only_redactions_the_homeserver_would_apply_withdraw_or_erase(parts):
+    port = MemoryPort(dm=False)
+    port.names[port.user_id] = "Lucie"
+    port.power_levels = {"users": {"@mod:other.example": 50}, "users_default": 0}
+    relay, store, _ = await parts(port)
+    room = Room(relay, port)
+    asked = await room.say("@alice:x", "Lucie, une question ?")
+    answer = await store.conversations.answer_for_question(ROOM, asked)
+    await room.react("@alice:x", answer.answer_event_id, "\U0001f44d")
+    vote = f"$r{room.count}"
+
+    async def redact(sender: str, target: str) -> None:
+        room.count += 1
+        event = {"type": "m.room.redaction", "event_id": f"$x{room.count}", "sender": sender,
+                 "redacts": target, "origin_server_ts": now_ms(), "content": {}}  # fmt: skip
+        await relay.on_redaction(ROOM, event)
+
+    async def standing() -> int:
+        rows = await store.db.all("SELECT COUNT(*) FROM current_votes")
+        return rows[0][0]
+
+    # another server's member: Synapse passes the event on without applying it
+    await redact("@mallory:evil.example", vote)
+    await redact("@mallory:evil.example", asked)
+    assert await standing() == 1
+    assert (await store.conversations.answer_for_question(ROOM, asked)).text is not None
+    await redact("@alice:x", vote)  # her own
+    assert await standing() == 0
+    await redact("@mod:other.example", asked)  # a moderator
+    assert (await store.conversations.answer_for_question(ROOM, asked)).text is None
+
+
+async def test_commands_and_reactions_past_a_persons_share_are_ignored(parts):
+    port = MemoryPort(dm=False)
+    port.names[port.user_id] = "Lucie"
+    relay, store, _ = await parts(port, bot={"commands_per_person": 2, "reactions_per_person": 2})
+    room = Room(relay, port)
+    for _ in range(4):
+        await room.say("@flood:x", "!lucie help")
+    assert len(port.bodies(msgtype="m.notice")) == 2  # two answered, the rest cost nothing
+    await room.say("@other:x", "!lucie help")  # someone else still gets an answer
+    assert len(port.bodies(msgtype="m.notice")) == 3
+
+    asked = await room.say("@other:x", "Lucie, une question ?")
+    answer = await store.conversations.answer_for_question(ROOM, asked)
+    for key in ("\U0001f44d", "\U0001f44e", "\U0001f44d\ufe0f", "\U0001f44e\ufe0f"):
+        await room.react("@flood:x", answer.answer_event_id, key)
+    rows = await store.db.all("SELECT COUNT(*) FROM votes WHERE sender = '@flood:x'")
+    assert rows[0][0] == 2

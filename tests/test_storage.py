@@ -172,7 +172,7 @@ async def test_undecrypted_events_kept_once_noticed_per_session_and_erased(tmp_p
     assert not await store.crypto.keep_undecrypted(first)  # seen again after a restart: kept once
     await store.crypto.keep_undecrypted(UndecryptedRow("$e2", "!r", "@a:x", "S1", source, 11))
     await store.crypto.keep_undecrypted(UndecryptedRow("$e3", "!r", "@b:x", "S2", source, 12))
-    await store.crypto.mark_session_noticed("S1", 50)
+    await store.crypto.mark_session_noticed("!r", "@a:x", "S1", 50)
     rows = {row.event_id: row for row in await store.crypto.undecrypted()}
     assert rows["$e1"].source == source
     assert (rows["$e1"].noticed_at, rows["$e2"].noticed_at, rows["$e3"].noticed_at) == (

@@ -183,3 +183,31 @@ async def test_upgrade_from_schema_3_scopes_existing_rows(tmp_path, monkeypatch)
         assert (await store.conversations.answer_by_event("!r", "$a")).text is None
     finally:
         await store.close()
+
+
+async def test_words_erased_while_their_answer_waited_stay_erased(store):
+    for event_id in ("$q1", "$q2"):
+        await store.conversations.save_message(message(event_id, "!r"))
+    row = await store.conversations.queue_answer("!r", "$q2", 1, None, 1)
+    # the earlier message is redacted while the answer waits for a model slot, before the
+    # answer has recorded what it is built on
+    await store.erasure.erase_event("!r", "$q1", 5)
+    await store.conversations.update_answer(
+        row.id, status="streaming", request_messages=[{"content": "text of $q1"}],
+        context_event_ids=["$q1", "$q2"],
+    )  # fmt: skip
+    await store.conversations.update_answer(row.id, text="built on $q1", status="complete")
+    kept = await store.db.all("SELECT text, request_messages, erased_at FROM answers")
+    assert tuple(kept[0]) == (None, None, 5)
+    # fetched again from the homeserver for a later question: still not kept
+    assert not await store.conversations.save_message(message("$q1", "!r"))
+    assert await store.conversations.message("!r", "$q1") is None
+
+
+async def test_what_a_person_wrote_before_forget_me_is_never_kept_again(store):
+    old = MessageRow("$old", "!r", "@p:x", None, "mon secret", 10, None, None, False)
+    await store.conversations.save_message(old)
+    await store.erasure.forget("@p:x", 20)
+    assert not await store.conversations.save_message(old)  # a reply to it fetches it again
+    new = MessageRow("$new", "!r", "@p:x", None, "une nouvelle question", 30, None, None, False)
+    assert await store.conversations.save_message(new)  # what comes after is theirs to share

@@ -67,7 +67,9 @@ class FakeStore:
     async def drop_undecrypted(self, room_id: str, event_id: str) -> None:
         self.rows.pop(event_id, None)
 
-    async def mark_session_noticed(self, session_id: str, now: int) -> None:
+    async def mark_session_noticed(
+        self, room_id: str, sender: str, session_id: str, now: int
+    ) -> None:
         pass
 
 

@@ -83,9 +83,16 @@ class DataCommands:
         ]
 
     async def record_consent(
-        self, user_id: str, room_id: str, lang: str, reaction_id: str | None = None
+        self,
+        user_id: str,
+        room_id: str,
+        lang: str,
+        reaction_id: str | None = None,
+        version: int | None = None,
     ) -> str:
-        version = self.settings.data.notice_version
+        """Consent to the notice in force, or to the version of the notice reacted to (a ✅ on
+        an older notice agrees to that text, which no longer counts)."""
+        version = version or self.settings.data.notice_version
         await self.feedback.add_consent(user_id, "yes", version, room_id, now_ms(), reaction_id)
         return say(lang, "cmd.consent.yes", version=version, prefix=self.prefix)
 

@@ -57,6 +57,22 @@ def may_change_power_levels(levels: dict[str, Any], user_id: str) -> bool:
     return user_level >= needed
 
 
+def may_redact_others(authority: RoomAuthority, user_id: str) -> bool:
+    """A moderator: allowed to redact other people's events (the `redact` level, 50 by
+    default), or a privileged creator."""
+    if user_id in authority.privileged_creators:
+        return True
+    levels = authority.power_levels
+    users = levels.get("users")
+    users = users if isinstance(users, dict) else {}
+    user_level = _level(users.get(user_id), _level(levels.get("users_default"), 0))
+    return user_level >= _level(levels.get("redact"), 50)
+
+
+def server_of(user_id: str) -> str:
+    return user_id.split(":", 1)[1] if ":" in user_id else ""
+
+
 def is_room_admin(authority: RoomAuthority, user_id: str) -> bool:
     if user_id in authority.privileged_creators:
         return True

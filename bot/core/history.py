@@ -24,7 +24,8 @@ class History:
     def bot_id(self) -> str:
         return self.port.user_id
 
-    async def save(self, message: TextMessage) -> MessageRow:
+    async def save(self, message: TextMessage) -> MessageRow | None:
+        """Keep a message; None when it was erased and must stay out of what the model reads."""
         row = MessageRow(
             event_id=message.event_id,
             room_id=message.room_id,
@@ -36,8 +37,7 @@ class History:
             thread_root=message.thread_root,
             from_bot=message.sender == self.bot_id,
         )
-        await self.messages.save_message(row)
-        return row
+        return row if await self.messages.save_message(row) else None
 
     async def conversation(
         self, question: MessageRow, room: RoomRow, is_dm: bool

@@ -57,7 +57,8 @@ class Questions:
             return
         if not self._allowed(self.question_limit, message.sender, room, "limit.questions"):
             return
-        await self.history.save(message)
+        if await self.history.save(message) is None:
+            return  # written before its author asked to be forgotten: never answered now
         row = await self.answers.queue_answer(
             message.room_id,
             message.event_id,

@@ -3,19 +3,22 @@ notice; a redaction withdraws a reaction or erases a message and what was built 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from bot.config import Settings
 from bot.core.clock import now_ms
 from bot.core.data_commands import DataCommands
-from bot.core.events import Reaction, parse_reaction, parse_redaction
-from bot.core.governance import bare_emoji, normalise_vote
+from bot.core.events import Reaction, Redaction, parse_reaction, parse_redaction
+from bot.core.governance import bare_emoji, may_redact_others, normalise_vote, server_of
 from bot.core.metrics import Metrics
+from bot.core.ports import RoomAuthority
 from bot.core.questions import Questions
 from bot.core.records import AnswerRow
 from bot.core.rooms import Rooms
 from bot.core.stores import ConversationStore, ErasureStore, FeedbackStore, SyncPosition
 
+log = logging.getLogger(__name__)
 CONSENT_KEY = "\u2705"  # ✅
 REGENERATE_KEY = "\U0001f501"  # 🔁
 
@@ -29,6 +32,7 @@ class Reactions:
         questions: Questions,
         data: DataCommands,
         metrics: Metrics,
+        authority: Authority,
     ) -> None:
         self.settings = settings
         self.sync, self.answers = stores.sync, stores.conversations
@@ -38,6 +42,25 @@ class Reactions:
         self.data = data
         self.metrics = metrics
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
+        self.authority = authority
+
+    async def _may_redact(self, redaction: Redaction) -> bool:
+        """Whether the homeserver would apply this redaction: by the event's own sender, their
+        server, or a moderator. Another server's member may send any redaction; Synapse passes
+        it on without applying it, and so must the bot, or anyone could withdraw other people's
+        votes and consent."""
+        room_id, target = redaction.room_id, redaction.redacts
+        stored = await self.answers.message(room_id, target)
+        author = stored.sender if stored else await self.feedback.author(room_id, target)
+        if author is None:
+            return False  # nothing of it is kept
+        if author == redaction.sender or server_of(author) == server_of(redaction.sender):
+            return True
+        authority = await self.authority.room_authority(room_id)
+        allowed = authority is not None and may_redact_others(authority, redaction.sender)
+        if not allowed:
+            log.info("ignored a redaction in %s by someone who may not redact it", room_id)
+        return allowed
 
     async def on_reaction(self, room_id: str, event: dict[str, Any], bot_id: str) -> None:
         reaction = parse_reaction(room_id, event)
@@ -57,7 +80,11 @@ class Reactions:
             return
         if await self.sync.claim_event(reaction.room_id, reaction.event_id, now_ms()):
             reply = await self.data.record_consent(
-                reaction.sender, reaction.room_id, self.rooms.lang(room), reaction.event_id
+                reaction.sender,
+                reaction.room_id,
+                self.rooms.lang(room),
+                reaction.event_id,
+                version=room.consent_notice_version,
             )
             self.rooms.notice_later(reaction.room_id, reply, reaction.target)
 
@@ -78,7 +105,7 @@ class Reactions:
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
         redaction = parse_redaction(room_id, event)
-        if redaction is None:
+        if redaction is None or not await self._may_redact(redaction):
             return
         # a withdrawn reaction, or a message whose text and derived records must go
         redacts, now = redaction.redacts, now_ms()
@@ -87,6 +114,10 @@ class Reactions:
         given = await self.feedback.consent_given_by(room_id, redacts)
         if given is not None:  # taking back the ✅ takes back the consent
             await self.feedback.add_consent(given[0], "no", given[1], room_id, now)
+
+
+class Authority(Protocol):
+    async def room_authority(self, room_id: str) -> RoomAuthority | None: ...
 
 
 class ReactionStores(Protocol):

@@ -13,6 +13,7 @@ from bot.core.clock import now_ms
 from bot.core.command_registry import Command, CommandRegistry, parse_command
 from bot.core.edits import parse_edit
 from bot.core.events import TextMessage, parse_message
+from bot.core.fair_use import SlidingLimit
 from bot.core.governance import inviter_allowed
 from bot.core.metrics import Metrics
 from bot.core.ports import ChatPort
@@ -39,6 +40,13 @@ class Relay:
         self.rooms, self.questions = parts.rooms, parts.questions
         self.reactions, self.commands = parts.reactions, parts.commands
         self.tasks, self.metrics = parts.tasks, parts.metrics
+        bot = settings.bot
+        self.command_limit = SlidingLimit(bot.commands_per_person, bot.fair_use_window_s)
+        self.reaction_limit = SlidingLimit(bot.reactions_per_person, bot.fair_use_window_s)
+
+    def _within(self, limit: SlidingLimit, sender: str) -> bool:
+        """Operators aside, past the person's share their commands and reactions are ignored."""
+        return sender in self.settings.bot.operators or limit.take(sender).allowed
 
     @property
     def bot_id(self) -> str:
@@ -91,6 +99,8 @@ class Relay:
         command = parse_command(message.body, self.settings.bot.command_prefix)
         if command is None:
             await self.questions.ask(message, room, is_dm)
+        elif not self._within(self.command_limit, message.sender):
+            log.info("command limit reached in %s", room_id)
         elif await self.sync.claim_event(room_id, message.event_id, now_ms()):
             lang = self.rooms.lang(room)
             self.tasks.spawn(self._command(command, message, lang), name=f"command-{room_id}")
@@ -108,6 +118,9 @@ class Relay:
             await self.rooms.notice(room_id, reply, message.event_id, message.thread_root)
 
     async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
+        sender = event.get("sender")
+        if isinstance(sender, str) and not self._within(self.reaction_limit, sender):
+            return
         await self.reactions.on_reaction(room_id, event, self.bot_id)
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ from bot.core.streaming import send_notice
 from bot.core.tasks import Tasks
 from bot.texts import PromptTexts, say
 
+MAX_BACKGROUND = 1000
+
 
 class Rooms:
     def __init__(
@@ -55,7 +57,11 @@ class Rooms:
         return await send_notice(self.port, room_id, text, reply_to, thread)
 
     def notice_later(self, room_id: str, text: str, reply_to: str | None = None) -> None:
-        """A notice sent in the background: the event that caused it is not held up."""
+        """A notice sent in the background: the event that caused it is not held up. When too
+        many are already waiting (the homeserver is slow, or someone is flooding), it is dropped:
+        a notice is never worth unbounded memory."""
+        if len(self.tasks) >= MAX_BACKGROUND:
+            return
         self.tasks.spawn(self.notice(room_id, text, reply_to), name=f"notice-{room_id}")
 
     async def joined(self, room_id: str) -> None:

@@ -193,7 +193,7 @@ class Undecryptable:
                     self._noticed.add(_session(row))
                     log.warning("no room key for %s after the wait", row.event_id)
                     self._notify(row, decisions, now)
-                await self.store.mark_session_noticed(row.session_id, now)
+                await self.store.mark_session_noticed(row.room_id, row.sender, row.session_id, now)
                 self._waiting[row.room_id, row.event_id] = replace(row, noticed_at=now)
         if len(self._noticed) > 2 * MAX_WAITING:  # sessions whose events are all gone
             self._noticed &= {_session(row) for row in self._waiting.values()}

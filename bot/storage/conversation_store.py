@@ -20,14 +20,17 @@ class SqliteConversations:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def save_message(self, message: MessageRow) -> None:
-        """Keep a message; never brings back the text of an answer erased meanwhile (an answer
-        that finishes streaming after a redaction or "forget me" stays erased)."""
-        await self.db.write(
+    async def save_message(self, message: MessageRow) -> bool:
+        """Keep a message; False when it was erased and must stay so: an answer that finishes
+        streaming after a redaction or "forget me", a redacted message fetched again, or what a
+        person wrote before asking to be forgotten."""
+        changed = await self.db.write(
             "INSERT INTO messages (event_id, room_id, sender, sender_name, body, ts, reply_to, "
             "thread_root, from_bot) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS ("
             "SELECT 1 FROM answers WHERE room_id = ?2 AND answer_event_id = ?1 "
             "AND erased_at IS NOT NULL) "
+            "AND NOT EXISTS (SELECT 1 FROM erased_events WHERE room_id = ?2 AND event_id = ?1) "
+            "AND NOT EXISTS (SELECT 1 FROM erased_people WHERE user_id = ?3 AND erased_at >= ?6) "
             "ON CONFLICT (room_id, event_id) DO UPDATE SET body = excluded.body",
             message.event_id,
             message.room_id,
@@ -39,6 +42,7 @@ class SqliteConversations:
             message.thread_root,
             int(message.from_bot),
         )
+        return changed == 1
 
     async def message(self, room_id: str, event_id: str) -> MessageRow | None:
         row = await self.db.one(
@@ -172,6 +176,20 @@ class SqliteConversations:
         )
         await self.db.write(
             f"UPDATE answers SET {assignments} WHERE id = ?", *fields.values(), answer_id
+        )
+        if fields.get("context_event_ids"):
+            await self._erase_if_built_on_erased(answer_id)
+
+    async def _erase_if_built_on_erased(self, answer_id: int) -> None:
+        """A message erased while its answer waited for the model (its context not recorded
+        yet, so the erasure could not find it): the answer is erased now that it is."""
+        await self.db.write(
+            "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, text = NULL, "
+            "erased_at = COALESCE(erased_at, (SELECT MAX(e.erased_at) FROM erased_events e "
+            "WHERE e.room_id = answers.room_id)) WHERE id = ? AND EXISTS ("
+            "SELECT 1 FROM json_each(answers.context_event_ids) j JOIN erased_events e "
+            "ON e.room_id = answers.room_id AND e.event_id = j.value)",
+            answer_id,
         )
 
 

@@ -48,10 +48,16 @@ class SqliteCryptoBookkeeping:
             "DELETE FROM undecrypted WHERE room_id = ? AND event_id = ?", room_id, event_id
         )
 
-    async def mark_session_noticed(self, session_id: str, now: int) -> None:
+    async def mark_session_noticed(
+        self, room_id: str, sender: str, session_id: str, now: int
+    ) -> None:
+        """A session id is whatever the event claims: it counts only with its room and sender."""
         await self.db.write(
-            "UPDATE undecrypted SET noticed_at = ? WHERE session_id = ? AND noticed_at IS NULL",
+            "UPDATE undecrypted SET noticed_at = ? WHERE room_id = ? AND sender = ? "
+            "AND session_id = ? AND noticed_at IS NULL",
             now,
+            room_id,
+            sender,
             session_id,
         )
 

@@ -27,6 +27,13 @@ class SqliteErasure:
             user_id,
             now,
         )
+        # what they wrote until now stays out, even when fetched again for a later question
+        await self.db.write(
+            "INSERT INTO erased_people (user_id, erased_at) VALUES (?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET erased_at = MAX(erased_at, excluded.erased_at)",
+            user_id,
+            now,
+        )
         await self.db.checkpoint()
 
     async def erase_event(self, room_id: str, event_id: str, now: int) -> None:
@@ -57,6 +64,13 @@ class SqliteErasure:
                 *args,
             )
             pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
+            await self.db.write(
+                "INSERT INTO erased_events (room_id, event_id, erased_at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                room_id,
+                current,
+                now,
+            )
             for table in ("messages", "corrections", "undecrypted"):
                 await self.db.write(
                     f"DELETE FROM {table} WHERE room_id = ? AND event_id = ?", room_id, current

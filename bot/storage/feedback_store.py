@@ -38,6 +38,19 @@ class SqliteFeedback:
         )
         return changed == 1
 
+    async def author(self, room_id: str, event_id: str) -> str | None:
+        """Who sent a reaction or a correction the bot keeps."""
+        row = await self.db.one(
+            "SELECT sender FROM votes WHERE room_id = ?1 AND reaction_event_id = ?2 "
+            "UNION ALL SELECT sender FROM labels WHERE room_id = ?1 AND reaction_event_id = ?2 "
+            "UNION ALL SELECT sender FROM corrections WHERE room_id = ?1 AND event_id = ?2 "
+            "UNION ALL SELECT user_id FROM consents WHERE room_id = ?1 AND source_event_id = ?2 "
+            "LIMIT 1",
+            room_id,
+            event_id,
+        )
+        return row[0] if row else None
+
     async def withdraw_reaction(self, room_id: str, reaction_event_id: str, now: int) -> bool:
         """A redacted reaction: the vote or label it carried no longer counts."""
         changed = 0
