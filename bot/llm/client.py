@@ -15,10 +15,10 @@ from enum import StrEnum
 from typing import Any
 
 import httpx
-from httpx_sse import ServerSentEvent, SSEError, aconnect_sse
 
 from bot.config import LLMSettings
 from bot.errors import TransientError
+from bot.llm.sse import EventTooLarge, data_events
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.0
 TOKENS_PER_MESSAGE = 4
 DRAIN_TIMEOUT_S = 1.0
+SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
 ERROR_BODY_BYTES = 4096
 
 
@@ -201,17 +202,19 @@ class ChatModel:
             async with contextlib.AsyncExitStack() as stack:
                 try:
                     async with asyncio.timeout_at(first_deadline):
-                        source = await stack.enter_async_context(
-                            aconnect_sse(self.http, "POST", url, json=body)
+                        response = await stack.enter_async_context(
+                            self.http.stream("POST", url, json=body, headers=SSE_HEADERS)
                         )
-                        await _raise_for_status(source.response)
+                        await _raise_for_status(response)
                 except TimeoutError:
                     raise LLMError(
                         Failure.TIMEOUT, "no response within first_token_timeout_s"
                     ) from None
                 deltas = await stack.enter_async_context(
                     contextlib.aclosing(
-                        self._deltas(source.aiter_sse(), result, first_deadline, deadline)
+                        self._deltas(
+                            data_events(response.aiter_bytes()), result, first_deadline, deadline
+                        )
                     )
                 )
                 async for text in deltas:
@@ -222,12 +225,12 @@ class ChatModel:
             raise LLMError(Failure.TIMEOUT, type(exc).__name__) from None
         except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
             raise LLMError(Failure.UNREACHABLE, type(exc).__name__) from None
-        except (httpx.HTTPError, SSEError) as exc:
+        except (httpx.HTTPError, EventTooLarge) as exc:
             raise LLMError(Failure.BAD_RESPONSE, f"{type(exc).__name__}: {exc}") from None
 
     async def _deltas(
         self,
-        events: AsyncIterator[ServerSentEvent],
+        events: AsyncIterator[str],
         result: StreamResult,
         first_deadline: float,
         deadline: float,
@@ -244,15 +247,15 @@ class ChatModel:
                 raise LLMError(Failure.TIMEOUT, "the answer went over its time-outs")
             try:
                 async with asyncio.timeout_at(until):
-                    event = await anext(events)
+                    data = await anext(events)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise LLMError(Failure.TIMEOUT, "no text within the time-outs") from None
-            if event.data.strip() == "[DONE]":
+            if data.strip() == "[DONE]":
                 await _drain(events)
                 return
-            text = _delta(event.data, result)
+            text = _delta(data, result)
             if text:
                 if result.first_token_at is None:
                     result.first_token_at = time.time()
@@ -366,10 +369,10 @@ def _delta(data: str, result: StreamResult) -> str:
     return content
 
 
-async def _drain(events: AsyncIterator[ServerSentEvent]) -> None:
+async def _drain(events: AsyncIterator[str]) -> None:
     """Read the stream to its end after [DONE]: httpx reuses a connection only once its response
     has been read whole; without this every answer opened a new connection to the model."""
-    with contextlib.suppress(TimeoutError, httpx.HTTPError, SSEError):
+    with contextlib.suppress(TimeoutError, httpx.HTTPError, EventTooLarge):
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
             async for _ in events:
                 pass
