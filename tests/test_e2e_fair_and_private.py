@@ -98,8 +98,9 @@ async def test_an_edited_question_keeps_its_new_text(make_user, start_bot):
     await alice.send_raw(room, "m.room.message", edit("Lucie, quelle est la capitale du Chili ?"))
 
     async def edited():
-        rows = await bot.query("SELECT body FROM messages WHERE event_id = ?", asked)
-        return rows and "Chili" in rows[0]["body"] and rows[0]["body"]
+        async with bot.store() as store:
+            kept = await store.conversations.message(room, asked)
+        return kept is not None and "Chili" in kept.body and kept.body
 
     assert await eventually(edited) == "Lucie, quelle est la capitale du Chili ?"
 
@@ -133,8 +134,8 @@ async def test_a_raised_notice_version_asks_consent_again(make_user, start_bot):
         room, lambda ev: [t for t in notices(ev, bot.user_id) if "ne compte plus" in t]
     )
     assert "version 1" in status[0]
-    rows = await bot.query("SELECT consent_notice_version FROM rooms WHERE room_id = ?", room)
-    assert rows[0]["consent_notice_version"] == 2
+    async with bot.store() as store:
+        assert (await store.rooms.room(room)).consent_notice_version == 2
 
 
 async def test_forget_me_while_an_answer_streams_stays_forgotten(make_user, start_bot, llm):

@@ -48,8 +48,9 @@ async def test_prompt_set_by_admin_reaches_model_members_and_demoted_admins_refu
     assert "v2" in history[0] and bob.user_id in history[0]
     assert "v1" in history[0] and alice.user_id in history[0]
     assert "Tout est permis" not in history[0]
-    rows = await bot.query("SELECT version, text, set_by FROM prompts ORDER BY version")
-    assert [(r["version"], r["set_by"]) for r in rows] == [(1, alice.user_id), (2, bob.user_id)]
+    async with bot.store() as store:
+        versions = await store.rooms.prompt_history(room)
+    assert [(p.version, p.set_by) for p in versions] == [(2, bob.user_id), (1, alice.user_id)]
     answers = await bot.query("SELECT prompt_version, request_messages FROM answers")
     assert answers[0]["prompt_version"] == 1
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import tomli_w
 
+from bot.storage.store import Store
 from tests.support.fake_llm import FakeLLM
 from tests.support.synapse import RegisteredUser, Synapse, free_port
 
@@ -130,7 +133,17 @@ class BotProcess:
             await asyncio.sleep(0.1)
         return await self.query(sql, *args)
 
+    @contextlib.asynccontextmanager
+    async def store(self) -> AsyncIterator[Store]:
+        """The bot's database, read through the same storage layer as the bot uses."""
+        store = await Store.open(self.data_dir / "lucie-bot.sqlite3")
+        try:
+            yield store
+        finally:
+            await store.close()
+
     async def query(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        """Raw SQL, for what only exports read (columns the stores do not hand the bot)."""
         async with aiosqlite.connect(self.data_dir / "lucie-bot.sqlite3") as conn:
             conn.row_factory = aiosqlite.Row
             async with conn.execute(sql, args) as cursor:
