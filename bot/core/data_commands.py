@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from bot.config import Settings
 from bot.core.clock import date_text, now_ms
 from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
 from bot.core.records import AnswerRow
-from bot.core.stores import ConversationStore, ErasureStore, FeedbackStore, RoomStore
+from bot.core.stores import Stores
 from bot.texts import say
 
 log = logging.getLogger(__name__)
 # (answer, who asks) -> the notice to give instead of a new answer, or ""
 Regenerate = Callable[[AnswerRow, str], Awaitable[str]]
 MAX_CORRECTION_CHARS = 8000
-
-
-class DataStores(Protocol):
-    @property
-    def feedback(self) -> FeedbackStore: ...
-    @property
-    def erasure(self) -> ErasureStore: ...
-    @property
-    def rooms(self) -> RoomStore: ...
-    @property
-    def conversations(self) -> ConversationStore: ...
 
 
 CONSENT_HELP = (
@@ -54,7 +42,7 @@ class DataCommands:
     def __init__(
         self,
         settings: Settings,
-        stores: DataStores,
+        stores: Stores,
         regenerate: Regenerate,
     ) -> None:
         self.settings = settings

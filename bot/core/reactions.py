@@ -16,7 +16,7 @@ from bot.core.ports import RoomAuthority
 from bot.core.questions import Questions
 from bot.core.records import AnswerRow
 from bot.core.rooms import Rooms
-from bot.core.stores import ConversationStore, ErasureStore, FeedbackStore, SyncPosition
+from bot.core.stores import Stores
 
 log = logging.getLogger(__name__)
 CONSENT_KEY = "\u2705"  # ✅
@@ -27,7 +27,7 @@ class Reactions:
     def __init__(
         self,
         settings: Settings,
-        stores: ReactionStores,
+        stores: Stores,
         rooms: Rooms,
         questions: Questions,
         data: DataCommands,
@@ -118,14 +118,3 @@ class Reactions:
 
 class Authority(Protocol):
     async def room_authority(self, room_id: str) -> RoomAuthority | None: ...
-
-
-class ReactionStores(Protocol):
-    @property
-    def sync(self) -> SyncPosition: ...
-    @property
-    def conversations(self) -> ConversationStore: ...
-    @property
-    def feedback(self) -> FeedbackStore: ...
-    @property
-    def erasure(self) -> ErasureStore: ...

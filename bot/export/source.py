@@ -19,8 +19,8 @@ from typing import Any
 import aiosqlite
 
 from bot.core.context import conversation_turn
-from bot.core.records import MessageRow
 from bot.export.privacy import person_names
+from bot.storage.conversation_store import message_row
 from bot.storage.export_reader import Key, SqliteExportReader
 from bot.texts import PromptTexts
 
@@ -189,7 +189,7 @@ class ExportSource:
             if not self.may_use(message["sender"]):
                 return None
             # as the model read it: one conversation builder for answering and export
-            seen = conversation_turn(_said(message), self.bot_id, self.bot_name)
+            seen = conversation_turn(message_row(message), self.bot_id, self.bot_name)
             turns.append(Turn(seen.role, seen.content, message["sender"], event_id, seen.speaker))
         return turns if turns and turns[-1].role == "user" else None
 
@@ -219,17 +219,3 @@ def _once_each(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             kept.append(label)
     return kept
-
-
-def _said(row: dict[str, Any]) -> MessageRow:
-    return MessageRow(
-        event_id=row["event_id"],
-        room_id=row["room_id"],
-        sender=row["sender"],
-        sender_name=row["sender_name"],
-        body=row["body"],
-        ts=row["ts"],
-        reply_to=row["reply_to"],
-        thread_root=row["thread_root"],
-        from_bot=bool(row["from_bot"]),
-    )

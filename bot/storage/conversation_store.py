@@ -48,7 +48,7 @@ class SqliteConversations:
         row = await self.db.one(
             "SELECT * FROM messages WHERE room_id = ? AND event_id = ?", room_id, event_id
         )
-        return _message(row) if row else None
+        return message_row(row) if row else None
 
     async def edit_question(self, room_id: str, event_id: str, sender: str, body: str) -> bool:
         """An edit by a message's own sender replaces the text kept for exports."""
@@ -74,7 +74,7 @@ class SqliteConversations:
             until_ts,
             limit,
         )
-        return [_message(row) for row in reversed(rows)]
+        return [message_row(row) for row in reversed(rows)]
 
     async def thread_messages(self, room_id: str, root: str, limit: int) -> list[MessageRow]:
         rows = await self.db.all(
@@ -84,7 +84,7 @@ class SqliteConversations:
             root,
             limit,
         )
-        return [_message(row) for row in reversed(rows)]
+        return [message_row(row) for row in reversed(rows)]
 
     async def bot_answered_in_thread(self, room_id: str, root: str) -> bool:
         row = await self.db.one(
@@ -193,7 +193,8 @@ class SqliteConversations:
         )
 
 
-def _message(row: aiosqlite.Row) -> MessageRow:
+def message_row(row: aiosqlite.Row | dict[str, Any]) -> MessageRow:
+    """A messages row as the core reads it (the export reads the same rows)."""
     return MessageRow(
         event_id=row["event_id"],
         room_id=row["room_id"],
