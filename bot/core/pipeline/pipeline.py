@@ -102,16 +102,18 @@ class AnswerPipeline:
         return AnswerJob(row, question, room, self.rooms.lang(room), is_dm)
 
     async def _run(self, job: AnswerJob, text_coming: asyncio.Event) -> None:
-        for source in self.sources:  # stage 2: what the model reads
-            await source.add(job)
-        if await self._refused(job):  # stage 3
-            return
-        job.filters += [output_filter.name for output_filter in self.output_filters]
         stream = self.publisher.stream(
             job, lambda event_id: self.recorder.first_event(job, event_id)
         )
-        async with self.scheduler.slot(job.row.room_id):  # stage 4, streamed through stage 5
-            messages, sampling = await self._request(job)
+        async with self.scheduler.slot(job.row.room_id):
+            # the context is read once the model is free: answers to earlier questions of the
+            # room, finished meanwhile, are part of it
+            for source in self.sources:  # stage 2: what the model reads
+                await source.add(job)
+            if await self._refused(job):  # stage 3
+                return
+            job.filters += [output_filter.name for output_filter in self.output_filters]
+            messages, sampling = await self._request(job)  # stage 4, through stage 5
             run = await self.generator.run(job.row.id, messages, sampling, stream, text_coming)
         # The model's part is over: its slot serves the next question while the homeserver,
         # however slow, takes the final text (stage 6), then the record (stage 7).
