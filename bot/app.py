@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 
 from bot import paths
-from bot.config import Settings
+from bot.config import RagSettings, Settings
 from bot.core.command_registry import CommandRegistry, RoomAdmins
 from bot.core.commands import RoomCommands
 from bot.core.data_commands import DataCommands
+from bot.core.doc_commands import DocCommands
+from bot.core.documents import RoomDocuments
 from bot.core.history import History
 from bot.core.metrics import CountingPort, Metrics
 from bot.core.pipeline.context_sources import Conversation, RoomPrompt
+from bot.core.pipeline.grounding import Grounding
 from bot.core.pipeline.pipeline import AnswerPipeline
 from bot.core.ports import ChatPort
 from bot.core.questions import Questions
@@ -25,35 +29,87 @@ from bot.core.tasks import Tasks
 from bot.llm.client import ChatModel
 from bot.matrix.transport import MatrixTransport
 from bot.ops.server import OpsServer
+from bot.rag.embeddings import HttpReranker, OpenAIEmbedder
+from bot.rag.indexer import Indexer
+from bot.rag.prepare import Preparer
+from bot.rag.retriever import HybridRetriever
 from bot.storage.store import Store
 from bot.texts import PromptTexts
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Grounded:
+    """Grounding's parts that hold servers or processes, closed when the bot stops."""
+
+    indexer: Indexer
+    retriever: HybridRetriever
+    preparer: Preparer
+    embedder: OpenAIEmbedder | None
+    reranker: HttpReranker | None
+
+    @classmethod
+    def build(cls, settings: RagSettings, store: Store) -> Grounded:
+        embedder = OpenAIEmbedder(settings) if settings.embeddings_url else None
+        reranker = HttpReranker(settings) if settings.rerank_url else None
+        preparer = Preparer(settings)
+        retriever = HybridRetriever(store.documents, settings, embedder, reranker)
+        indexer = Indexer(store.documents, preparer, embedder)
+        return cls(indexer, retriever, preparer, embedder, reranker)
+
+    async def aclose(self) -> None:
+        await self.preparer.close()
+        for client in (self.embedder, self.reranker):
+            if client is not None:
+                await client.aclose()
+
+
 def build_relay(
-    settings: Settings, store: Store, model: ChatModel, matrix: ChatPort, prompts: PromptTexts
+    settings: Settings,
+    store: Store,
+    model: ChatModel,
+    matrix: ChatPort,
+    prompts: PromptTexts,
+    grounded: Grounded | None = None,
 ) -> Relay:
     metrics = Metrics()
     port: ChatPort = CountingPort(matrix, metrics)
     tasks = Tasks()
     rooms = Rooms(settings, store.rooms, port, prompts, tasks)
     history = History(settings.bot, store.conversations, port)
+    grounded = grounded or Grounded.build(settings.rag, store)
     pipeline = AnswerPipeline(
         settings,
         (store.conversations, rooms, model, port, metrics),
         sources=[RoomPrompt(store.rooms, prompts), Conversation(history)],
+        grounding=Grounding(settings.rag, store.documents, grounded.retriever),
     )
     metrics.queue.set_function(lambda: pipeline.scheduler.queued)
     questions = Questions(settings, store.conversations, port, rooms, history, pipeline, tasks)
-    data = DataCommands(settings, store, questions.regenerate)
+    temp_dir = paths.temp(settings.data_dir)
+    documents = RoomDocuments(
+        settings, store.documents, grounded.indexer, (port, rooms, tasks), temp_dir
+    )
+    data = DataCommands(settings, store, questions.regenerate, documents.forgotten)
     prefix = settings.bot.command_prefix
-    commands = CommandRegistry(prefix, RoomAdmins(settings.bot.operators, port))
+    admins = RoomAdmins(settings.bot.operators, port)
+    commands = CommandRegistry(prefix, admins)
     commands.add(*RoomCommands(prefix, store.rooms, prompts).specs())
     commands.add(*data.specs())
+    stores = (store.documents, store.conversations)
+    commands.add(*DocCommands(settings, documents, stores, admins).specs())
     reactions = Reactions(settings, store, rooms, questions, data, metrics, port)
     parts = RelayParts(
-        store.sync, store.conversations, rooms, questions, reactions, commands, tasks, metrics
+        store.sync,
+        store.conversations,
+        rooms,
+        questions,
+        reactions,
+        commands,
+        tasks,
+        metrics,
+        documents,
     )
     return Relay(settings, port, parts)
 
@@ -64,7 +120,8 @@ async def run_bot(settings: Settings) -> None:
     store = await Store.open(paths.database(settings.data_dir))
     model = ChatModel(settings.llm)
     transport = MatrixTransport(settings, store)
-    relay = build_relay(settings, store, model, transport, prompts)
+    grounded = Grounded.build(settings.rag, store)
+    relay = build_relay(settings, store, model, transport, prompts, grounded)
     relay.metrics.awaiting_keys.set_function(lambda: transport.undecryptable.waiting)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +131,8 @@ async def run_bot(settings: Settings) -> None:
         if settings.ops.enabled:
             await ops.start()
         await transport.login()
+        if relay.documents is not None:
+            await relay.documents.recover()
         log.info("lucie-bot running as %s, model %s", settings.matrix.user_id, settings.llm.model)
         await transport.run(relay)
     finally:
@@ -83,5 +142,6 @@ async def run_bot(settings: Settings) -> None:
         await ops.stop()
         await transport.close()
         await model.aclose()
+        await grounded.aclose()
         await store.close()
         log.info("lucie-bot stopped")

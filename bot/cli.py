@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
+from bot.cli_kb import add_kb_parser, run_kb
 from bot.config import Settings, load_settings
 from bot.errors import LucieError, TransientError
 from bot.export.formats import FORMATS
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--synapse-port", type=int, default=8008)
     demo.add_argument("--model-port", type=int, default=8080)
     demo.add_argument("--ops-port", type=int, default=9108)
+    demo.add_argument("--embeddings-port", type=int, default=8090)
     demo.add_argument("--gguf", type=Path, help="another GGUF model file to serve")
     demo.add_argument("--model-url", help="use this running OpenAI-compatible server instead")
     demo.add_argument("--no-chat", action="store_true", help="no terminal chat: use any client")
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path)
     export.add_argument("--since", type=_date, default=0, help="only questions from this date")
     export.add_argument("--room", help="only this room id")
+    add_kb_parser(commands)
     return parser
 
 
@@ -93,6 +96,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         return _export(settings, args)
+    if args.command == "kb":
+        return run_kb(settings, args)
     if args.command in ("new-device", "new-identity"):
         return _maintenance(settings, args.command)
     configure_logging(settings)
@@ -118,6 +123,7 @@ def _demo(args: argparse.Namespace) -> int:
         synapse_port=args.synapse_port,
         model_port=args.model_port,
         ops_port=args.ops_port,
+        embeddings_port=args.embeddings_port,
         gguf=args.gguf,
         model_url=args.model_url,
         chat=not args.no_chat,

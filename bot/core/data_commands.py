@@ -44,6 +44,7 @@ class DataCommands:
         settings: Settings,
         stores: Stores,
         regenerate: Regenerate,
+        forgotten: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.feedback = stores.feedback
@@ -51,6 +52,7 @@ class DataCommands:
         self.rooms = stores.rooms
         self.answers = stores.conversations
         self.regenerate = regenerate
+        self.forgotten = forgotten  # what else to erase of a person (the files they shared)
 
     @property
     def prefix(self) -> str:
@@ -113,6 +115,8 @@ class DataCommands:
         if command.args != ["me"]:
             return say(lang, "cmd.forget.usage", prefix=self.prefix)
         await self.erasure.forget(message.sender, now_ms())
+        if self.forgotten is not None:
+            await self.forgotten(message.sender)
         log.info("erased everything stored about a person on request")
         return say(lang, "cmd.forget.done")
 
@@ -171,6 +175,7 @@ class DataCommands:
                     room=room,
                     version=row["prompt_version"],
                     answers=row["answers"],
+                    grounding=self._grounding(row, lang),
                     up=row["up"],
                     down=row["down"],
                     ratio=ratio,
@@ -178,6 +183,14 @@ class DataCommands:
                 )
             )
         return say(lang, "cmd.stats", lines="\n".join(lines))
+
+    @staticmethod
+    def _grounding(row: dict[str, int], lang: str) -> str:
+        """Grounded and not-covered answers, where documents were searched at all."""
+        if not row["grounded"] and not row["uncovered"]:
+            return ""
+        return say(lang, "cmd.stats.grounding", grounded=row["grounded"],
+                   uncovered=row["uncovered"])  # fmt: skip
 
     async def collect(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.action not in ("on", "off"):

@@ -155,3 +155,67 @@ def parse_redaction(room_id: str, event: dict[str, Any]) -> Redaction | None:
     if not (redacts and event_id and sender):
         return None
     return Redaction(room_id, event_id, sender, redacts)
+
+
+@dataclass(frozen=True)
+class SharedFile:
+    """A file shared by an m.file message: where to fetch it and, in encrypted rooms, the key
+    the sender put in the event (the homeserver only ever holds the ciphertext)."""
+
+    room_id: str
+    event_id: str
+    sender: str
+    ts: int
+    name: str
+    mimetype: str | None
+    size: int | None  # as the sender claims it; downloads are capped whatever it says
+    url: str  # mxc://server/media-id
+    encryption: dict[str, Any] | None  # the event's "file" object, for encrypted attachments
+    thread_root: str | None
+
+
+MAX_FILE_NAME = 200
+
+
+def _file_name(content: dict[str, Any]) -> str:
+    name = _str(content.get("filename")) or _str(content.get("body")) or "document"
+    # a name is shown in notices and sources: no paths, no line breaks, no markup tricks
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in "<>`*_[]|")
+    return name.strip()[:MAX_FILE_NAME] or "document"
+
+
+def parse_file(room_id: str, event: dict[str, Any]) -> SharedFile | None:
+    """An m.file message, or None for anything else or anything malformed."""
+    if event.get("type") != "m.room.message":
+        return None
+    content = _dict(event.get("content"))
+    if content.get("msgtype") != "m.file" or "m.new_content" in content:
+        return None
+    event_id, sender = _str(event.get("event_id")), _str(event.get("sender"))
+    ts = event.get("origin_server_ts")
+    if not (event_id and sender and isinstance(ts, int)):
+        return None
+    encryption = content.get("file")
+    if isinstance(encryption, dict):
+        url = _str(encryption.get("url"))
+    else:
+        encryption, url = None, _str(content.get("url"))
+    if url is None or not url.startswith("mxc://"):
+        return None
+    info = _dict(content.get("info"))
+    size = info.get("size")
+    relates = _dict(content.get("m.relates_to"))
+    thread_root = _str(relates.get("event_id")) if relates.get("rel_type") == "m.thread" else None
+    return SharedFile(
+        room_id=room_id,
+        event_id=event_id,
+        sender=sender,
+        ts=ts,
+        name=_file_name(content),
+        mimetype=_str(info.get("mimetype")),
+        size=size if isinstance(size, int) and size >= 0 else None,
+        url=url,
+        encryption=encryption,
+        thread_root=thread_root,
+    )

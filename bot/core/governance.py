@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
+from bot.core.events import Redaction
 from bot.core.ports import RoomAuthority
+
+log = logging.getLogger(__name__)
 
 _VARIATION_SELECTORS = {"\ufe0e", "\ufe0f"}
 _SKIN_TONES = {chr(code) for code in range(0x1F3FB, 0x1F400)}
@@ -96,3 +100,25 @@ def bare_emoji(key: str) -> str:
 def normalise_vote(key: str) -> str | None:
     """'up', 'down' or None."""
     return VOTE_KEYS.get(bare_emoji(key).lower())
+
+
+class Authority(Protocol):
+    async def room_authority(self, room_id: str) -> RoomAuthority | None: ...
+
+
+async def redaction_honoured(
+    redaction: Redaction, author: str | None, authority: Authority
+) -> bool:
+    """Whether the homeserver would apply this redaction: by the event's own sender, their
+    server, or a moderator. Another server's member may send any redaction; Synapse passes it
+    on without applying it, and so must the bot, or anyone could withdraw other people's votes,
+    consent and documents."""
+    if author is None:
+        return False  # nothing of it is kept
+    if author == redaction.sender or server_of(author) == server_of(redaction.sender):
+        return True
+    rules = await authority.room_authority(redaction.room_id)
+    allowed = rules is not None and may_redact_others(rules, redaction.sender)
+    if not allowed:
+        log.info("ignored a redaction in %s by someone who may not redact it", redaction.room_id)
+    return allowed

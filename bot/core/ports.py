@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
-from bot.core.events import TextMessage
+from bot.core.events import SharedFile, TextMessage
 
 
 class RateLimited(Exception):
@@ -21,6 +22,15 @@ class SendFailed(Exception):
 class SendRefused(SendFailed):
     """The homeserver refused this event for good (a 4xx such as M_TOO_LARGE, M_FORBIDDEN or a
     relation to an event of another room): sending it again can only be refused again."""
+
+
+class DownloadFailed(Exception):
+    """A shared file could not be fetched: too_big, unavailable or corrupt (its hash or key
+    does not match what the sender put in the event)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,15 @@ class ChatPort(Protocol):
         ...
 
     async def fetch_message(self, room_id: str, event_id: str) -> TextMessage | None: ...
+
+    async def fetch_file(self, room_id: str, event_id: str) -> SharedFile | None:
+        """The m.file message with that id in that room (decrypted when it was encrypted)."""
+        ...
+
+    async def download(self, file: SharedFile, dest: Path, max_bytes: int) -> None:
+        """Write the file's plain bytes to dest (decrypted and checked against the event's
+        hash for encrypted attachments). Raises DownloadFailed."""
+        ...
 
     def display_name(self, room_id: str, user_id: str) -> str | None: ...
 

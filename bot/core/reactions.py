@@ -4,15 +4,14 @@ notice; a redaction withdraws a reaction or erases a message and what was built 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from bot.config import Settings
 from bot.core.clock import now_ms
 from bot.core.data_commands import DataCommands
 from bot.core.events import Reaction, Redaction, parse_reaction, parse_redaction
-from bot.core.governance import bare_emoji, may_redact_others, normalise_vote, server_of
+from bot.core.governance import Authority, bare_emoji, normalise_vote, redaction_honoured
 from bot.core.metrics import Metrics
-from bot.core.ports import RoomAuthority
 from bot.core.questions import Questions
 from bot.core.records import AnswerRow
 from bot.core.rooms import Rooms
@@ -45,22 +44,10 @@ class Reactions:
         self.authority = authority
 
     async def _may_redact(self, redaction: Redaction) -> bool:
-        """Whether the homeserver would apply this redaction: by the event's own sender, their
-        server, or a moderator. Another server's member may send any redaction; Synapse passes
-        it on without applying it, and so must the bot, or anyone could withdraw other people's
-        votes and consent."""
         room_id, target = redaction.room_id, redaction.redacts
         stored = await self.answers.message(room_id, target)
         author = stored.sender if stored else await self.feedback.author(room_id, target)
-        if author is None:
-            return False  # nothing of it is kept
-        if author == redaction.sender or server_of(author) == server_of(redaction.sender):
-            return True
-        authority = await self.authority.room_authority(room_id)
-        allowed = authority is not None and may_redact_others(authority, redaction.sender)
-        if not allowed:
-            log.info("ignored a redaction in %s by someone who may not redact it", room_id)
-        return allowed
+        return await redaction_honoured(redaction, author, self.authority)
 
     async def on_reaction(self, room_id: str, event: dict[str, Any], bot_id: str) -> None:
         reaction = parse_reaction(room_id, event)
@@ -103,10 +90,11 @@ class Reactions:
             if notice:
                 self.rooms.notice_later(reaction.room_id, notice, reaction.target)
 
-    async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
+    async def on_redaction(self, room_id: str, event: dict[str, Any]) -> str | None:
+        """The id of the event redacted, when the redaction is honoured."""
         redaction = parse_redaction(room_id, event)
         if redaction is None or not await self._may_redact(redaction):
-            return
+            return None
         # a withdrawn reaction, or a message whose text and derived records must go
         redacts, now = redaction.redacts, now_ms()
         await self.feedback.withdraw_reaction(room_id, redacts, now)
@@ -114,7 +102,4 @@ class Reactions:
         given = await self.feedback.consent_given_by(room_id, redacts)
         if given is not None:  # taking back the ✅ takes back the consent
             await self.feedback.add_consent(given[0], "no", given[1], room_id, now)
-
-
-class Authority(Protocol):
-    async def room_authority(self, room_id: str) -> RoomAuthority | None: ...
+        return redacts

@@ -11,8 +11,9 @@ from typing import Any
 from bot.config import Settings
 from bot.core.clock import now_ms
 from bot.core.command_registry import Command, CommandRegistry, parse_command
+from bot.core.documents import RoomDocuments
 from bot.core.edits import parse_edit
-from bot.core.events import TextMessage, parse_message
+from bot.core.events import TextMessage, parse_file, parse_message, parse_redaction
 from bot.core.fair_use import SlidingLimit
 from bot.core.governance import inviter_allowed
 from bot.core.metrics import Metrics
@@ -40,6 +41,7 @@ class Relay:
         self.rooms, self.questions = parts.rooms, parts.questions
         self.reactions, self.commands = parts.reactions, parts.commands
         self.tasks, self.metrics = parts.tasks, parts.metrics
+        self.documents = parts.documents
         bot = settings.bot
         self.command_limit = SlidingLimit(bot.commands_per_person, bot.fair_use_window_s)
         self.reaction_limit = SlidingLimit(bot.reactions_per_person, bot.fair_use_window_s)
@@ -91,6 +93,11 @@ class Relay:
             if edit is not None:  # only its own sender's edit, in its own room, counts
                 await self.answers.edit_question(room_id, edit.target, edit.sender, edit.body)
             return
+        if message.msgtype == "m.file":
+            file = parse_file(room_id, event)
+            if file is not None and self.documents is not None:
+                await self.documents.shared(file, is_dm)
+            return
         if message.msgtype != "m.text":
             return
         room = await self.rooms.get(room_id)
@@ -124,7 +131,11 @@ class Relay:
         await self.reactions.on_reaction(room_id, event, self.bot_id)
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> None:
-        await self.reactions.on_redaction(room_id, event)
+        if await self.reactions.on_redaction(room_id, event) is not None:
+            return  # a stored message or reaction: no document is shared by it
+        redaction = parse_redaction(room_id, event)
+        if redaction is not None and self.documents is not None:
+            await self.documents.redacted(redaction)
 
 
 @dataclass(frozen=True)
@@ -139,3 +150,4 @@ class RelayParts:
     commands: CommandRegistry
     tasks: Tasks
     metrics: Metrics
+    documents: RoomDocuments | None = None

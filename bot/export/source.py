@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiosqlite
 
 from bot.core.context import conversation_turn
+from bot.export.grounding import answer_text, exportable_block
 from bot.export.privacy import person_names
 from bot.storage.conversation_store import message_row
 from bot.storage.export_reader import Key, SqliteExportReader
@@ -50,6 +51,8 @@ class Answer:
     finished_at: int
     context: list[Turn]
     speakers_named: bool = False
+    sources_block: str | None = None  # the sources the model read before the question
+    grounded: int | None = None  # None: no documents; 0: they did not cover it; 1: grounded
     votes: list[dict[str, Any]] = field(default_factory=list)
     labels: list[dict[str, Any]] = field(default_factory=list)
     corrections: list[dict[str, Any]] = field(default_factory=list)
@@ -139,17 +142,50 @@ class ExportSource:
         votes = await self.reader.by_key("current_votes", answer_keys, standing_only=True)
         labels = await self.reader.by_key("labels", answer_keys, standing_only=True)
         corrections = await self.reader.by_key("corrections", answer_keys)
+        earlier = await self.reader.grounded_answers(
+            key for key, found in messages.items() if found and found[0]["from_bot"]
+        )
+        grounded_ids = [row["id"] for row in rows if row["grounded"] is not None]
+        grounded_ids += [answer_id for answer_id, _ in earlier.values()]
+        sources = await self.reader.answer_sources(grounded_ids) if grounded_ids else {}
         answers = []
         for row, key in zip(rows, answer_keys, strict=True):
             context = await self._context(row, messages)
-            if context is None:
+            if context is None or not self._earlier_answers_usable(row, context, earlier, sources):
                 continue
             answer = await self._answer(row, context)
+            if row["grounded"] is not None:
+                rows_given = sources.get(row["id"], [])
+                block = exportable_block(row["grounded"], rows_given, answer.lang, self.may_use)
+                if block is None:
+                    continue
+                answer.sources_block, answer.grounded = block, row["grounded"]
+                answer.text = answer_text(answer.text, row["grounded"])
             answer.votes = self._usable(votes.get(key, []))
             answer.labels = _once_each(self._usable(labels.get(key, [])))
             answer.corrections = self._usable(corrections.get(key, []))
             answers.append(answer)
         return answers
+
+    def _earlier_answers_usable(
+        self,
+        row: aiosqlite.Row,
+        context: list[Turn],
+        earlier: dict[Key, tuple[int, int]],
+        sources: dict[int, list[dict[str, Any]]],
+    ) -> bool:
+        """The bot's earlier answers in the context are held to their own sources' rules (they
+        may quote them), and lose the list of sources the bot appended to them."""
+        lang = row["room_lang"] or self.default_lang
+        for index, turn in enumerate(context):
+            answer = earlier.get((row["room_id"], turn.event_id or ""))
+            if turn.role != "assistant" or answer is None:
+                continue
+            answer_id, grounded = answer
+            if exportable_block(grounded, sources.get(answer_id, []), lang, self.may_use) is None:
+                return False
+            context[index] = replace(turn, text=answer_text(turn.text, grounded))
+        return True
 
     def _usable(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [item for item in items if self.may_use(item["sender"])]

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,8 +17,6 @@ from nio import (
     LoginError,
     MegolmEvent,
     RoomGetStateEventResponse,
-    RoomSendError,
-    RoomSendResponse,
     SyncError,
     SyncResponse,
 )
@@ -25,14 +24,16 @@ from nio import (
 from bot import paths
 from bot.backoff import backoff
 from bot.config import Settings
-from bot.core.events import TextMessage, parse_message, parse_redaction
-from bot.core.ports import RateLimited, RoomAuthority, RoomEvents, SendFailed, SendRefused
+from bot.core.events import SharedFile, TextMessage, parse_file, parse_message, parse_redaction
+from bot.core.ports import RoomAuthority, RoomEvents
 from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
 from bot.matrix.direct import DirectRooms
 from bot.matrix.invites import Invites
+from bot.matrix.media import Media
 from bot.matrix.nio_client import MatrixClient, homeserver_only
+from bot.matrix.sending import send_message
 from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
 from bot.storage.database import StorageUnavailable
@@ -89,6 +90,7 @@ class MatrixTransport:
         self.invites = Invites(self.client, self.user_id, max_backoff_s, self._stopping)
         self.direct = DirectRooms(self.client, store.rooms)
         self.last_sync: float | None = None
+        self.media = Media(settings.matrix.homeserver, settings.matrix.request_timeout_s)
 
     # Login
     async def login(self) -> None:
@@ -347,24 +349,7 @@ class MatrixTransport:
 
     # The relay's port
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
-        try:
-            response = await self.client.room_send(
-                room_id, "m.room.message", content, tx_id=txn_id, ignore_unverified_devices=True
-            )
-        except Exception as exc:
-            raise SendFailed(f"{type(exc).__name__}: {exc}") from None
-        if isinstance(response, RoomSendResponse):
-            return response.event_id
-        if isinstance(response, RoomSendError) and response.status_code == "M_LIMIT_EXCEEDED":
-            raise RateLimited((response.retry_after_ms or 5000) / 1000)
-        status = getattr(getattr(response, "transport_response", None), "status", None)
-        reason = f"{getattr(response, 'status_code', None)} {getattr(response, 'message', '')}"
-        # nio's status_code is the errcode; the HTTP status tells a refusal (the same event
-        # can only be refused again) from a passing failure. 401: the sync loop logs in again;
-        # 408 and 429: the server asks for a later try.
-        if isinstance(status, int) and 400 <= status < 500 and status not in (401, 408, 429):
-            raise SendRefused(f"{reason} (HTTP {status})")
-        raise SendFailed(f"{reason} (HTTP {status})" if status else reason)
+        return await send_message(self.client, room_id, content, txn_id)
 
     async def typing(self, room_id: str, active: bool) -> None:
         try:
@@ -387,6 +372,13 @@ class MatrixTransport:
         source = await self.client.event_source(room_id, event_id)
         return parse_message(room_id, source) if source is not None else None
 
+    async def fetch_file(self, room_id: str, event_id: str) -> SharedFile | None:
+        source = await self.client.event_source(room_id, event_id)
+        return parse_file(room_id, source) if source is not None else None
+
+    async def download(self, file: SharedFile, dest: Path, max_bytes: int) -> None:
+        await self.media.download(file, dest, max_bytes, self.client.access_token or None)
+
     def display_name(self, room_id: str, user_id: str) -> str | None:
         room = self.client.rooms.get(room_id)
         user = room.users.get(user_id) if room else None
@@ -395,5 +387,6 @@ class MatrixTransport:
     async def close(self) -> None:
         await self.invites.close()
         await self.undecryptable.close()
+        await self.media.close()
         # never log out: that would delete the device and its encryption keys
         await self.client.close()

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from bot.storage.database import open_database, unavailable
+
+T = TypeVar("T")
 
 
 class Database:
@@ -57,6 +59,30 @@ class Database:
         row = await self.one(sql, *args)
         assert row is not None
         return row
+
+    async def in_thread(self, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
+        """Run `work` on the connection in aiosqlite's thread, in one trip; a write runs in one
+        transaction, undone whole if anything fails. A transaction spread over several awaits
+        would take in whatever statements other coroutines sent meanwhile, and undo them on a
+        rollback. (aiosqlite offers no public call for this: `_execute` is how its own methods
+        reach the thread.)"""
+        raw = self.conn._conn
+
+        def run() -> T:
+            if not write:
+                return work(raw)
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(raw)
+                raw.execute("COMMIT")
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+            return result
+
+        async with self._guarded():
+            return await self.conn._execute(run)
 
     async def checkpoint(self) -> None:
         """Copy the write-ahead log back into the database and empty it, when no reader holds

@@ -120,3 +120,45 @@ class SqliteExportReader:
                     async for row in cursor:
                         grouped.setdefault((room_id, row[column]), []).append(dict(row))
         return grouped
+
+    async def answer_sources(self, answer_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """The passages each answer was given, in rank order, with what decides whether they
+        may be exported: the passage's text (gone with its document), who shared the file, and
+        whether its collection is exportable."""
+        grouped: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(answer_ids), BATCH):
+            chunk = answer_ids[start : start + BATCH]
+            marks = ", ".join("?" * len(chunk))
+            query = (
+                "SELECT s.answer_id, s.rank, s.document_name, s.page, s.section, s.collection, "
+                "s.event_id, s.document_id, s.document_version, p.text, d.sharer, d.room_id, "
+                "c.exportable FROM answer_sources s "
+                "LEFT JOIN passages p ON p.id = s.passage_id "
+                "LEFT JOIN documents d ON d.id = s.document_id "
+                "LEFT JOIN collections c ON c.name = s.collection "
+                f"WHERE s.answer_id IN ({marks}) ORDER BY s.answer_id, s.rank"
+            )
+            async with self.conn.execute(query, chunk) as cursor:
+                async for row in cursor:
+                    grouped.setdefault(row["answer_id"], []).append(dict(row))
+        return grouped
+
+    async def grounded_answers(self, keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
+        """(answer id, grounded) of the bot's messages among keys that answered from documents
+        (or found none that covered the question)."""
+        by_room: dict[str, list[str]] = {}
+        for room_id, event_id in keys:
+            by_room.setdefault(room_id, []).append(event_id)
+        found: dict[Key, tuple[int, int]] = {}
+        for room_id, event_ids in by_room.items():
+            for start in range(0, len(event_ids), BATCH):
+                chunk = event_ids[start : start + BATCH]
+                marks = ", ".join("?" * len(chunk))
+                query = (
+                    "SELECT answer_event_id, id, grounded FROM answers WHERE room_id = ? "
+                    f"AND answer_event_id IN ({marks}) AND grounded IS NOT NULL"
+                )
+                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
+                    async for row in cursor:
+                        found[(room_id, row[0])] = (row[1], row[2])
+        return found

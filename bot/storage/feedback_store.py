@@ -105,6 +105,8 @@ class SqliteFeedback:
         """Answers, votes and corrections per prompt version (every room when room_id is None)."""
         rows = await self.db.all(
             "SELECT a.room_id, a.prompt_version, COUNT(DISTINCT a.id) AS answers, "
+            "COUNT(DISTINCT CASE WHEN a.grounded = 1 THEN a.id END) AS grounded, "
+            "COUNT(DISTINCT CASE WHEN a.grounded = 0 THEN a.id END) AS uncovered, "
             "COUNT(DISTINCT CASE WHEN v.vote = 'up' THEN v.reaction_event_id END) AS up, "
             "COUNT(DISTINCT CASE WHEN v.vote = 'down' THEN v.reaction_event_id END) AS down, "
             "COUNT(DISTINCT c.event_id) AS corrections "

@@ -9,6 +9,7 @@ from pathlib import Path
 from bot.storage.connection import Database
 from bot.storage.conversation_store import SqliteConversations
 from bot.storage.crypto_store import SqliteCryptoBookkeeping
+from bot.storage.document_store import SqliteDocuments
 from bot.storage.erasure_store import SqliteErasure
 from bot.storage.feedback_store import SqliteFeedback
 from bot.storage.room_store import SqliteRooms
@@ -24,6 +25,7 @@ class Store:
     feedback: SqliteFeedback
     erasure: SqliteErasure
     crypto: SqliteCryptoBookkeeping
+    documents: SqliteDocuments
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -39,6 +41,7 @@ class Store:
             feedback=SqliteFeedback(db),
             erasure=SqliteErasure(db),
             crypto=SqliteCryptoBookkeeping(db),
+            documents=SqliteDocuments(db),
         )
 
     async def close(self) -> None:

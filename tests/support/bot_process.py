@@ -38,6 +38,7 @@ class BotProcess:
         matrix: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
+        rag: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
         log_format: str = "text",
     ) -> None:
@@ -76,6 +77,7 @@ class BotProcess:
                     **(data or {}),
                 },
                 "ops": {"port": self.ops_port},
+                "rag": rag or {},
             },
             {"data_dir": str(self.data_dir), "log_level": log_level, "log_format": log_format},
         )

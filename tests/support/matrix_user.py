@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import secrets
 import time
 import uuid
@@ -23,7 +24,9 @@ from nio import (
     SyncResponse,
     ToDeviceMessage,
     ToDeviceResponse,
+    UploadResponse,
 )
+from nio.crypto.attachments import encrypt_attachment
 
 from tests.support.synapse import RegisteredUser
 
@@ -137,6 +140,41 @@ class MatrixUser:
         elif reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         content.update(extra or {})
+        return await self.send_raw(room_id, "m.room.message", content)
+
+    async def send_file(
+        self,
+        room_id: str,
+        path: Path,
+        mimetype: str = "application/octet-stream",
+        encrypted: bool = False,
+        reply_to: str | None = None,
+    ) -> str:
+        """Upload a file and share it as an m.file message; in encrypted rooms the upload is
+        encrypted and the event carries its key, as every Matrix client does."""
+        data = await asyncio.to_thread(path.read_bytes)
+        keys: dict[str, Any] | None = None
+        if encrypted:  # encrypted here: nio's streaming encryption may hand back no key
+            data, keys = encrypt_attachment(data)
+        response, _ = await self.client.upload(
+            lambda *_: io.BytesIO(data),
+            content_type="application/octet-stream" if encrypted else mimetype,
+            filename=path.name,
+            filesize=len(data),
+        )
+        assert isinstance(response, UploadResponse), response
+        content: dict[str, Any] = {
+            "msgtype": "m.file",
+            "body": path.name,
+            "filename": path.name,
+            "info": {"mimetype": mimetype, "size": len(data)},
+        }
+        if encrypted:
+            content["file"] = {"url": response.content_uri, **(keys or {})}
+        else:
+            content["url"] = response.content_uri
+        if reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
         return await self.send_raw(room_id, "m.room.message", content)
 
     async def send_raw(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:

@@ -47,29 +47,28 @@ class FilteredText:
 
 
 class Generator:
-    def __init__(self, model: ChatModel, filters: Sequence[OutputFilter]) -> None:
+    def __init__(self, model: ChatModel) -> None:
         self.model = model
-        self.filters = filters
 
     async def run(
         self,
         answer_id: int,
         messages: list[dict[str, str]],
         sampling: Sampling,
-        stream: ReplyStream,
-        text_coming: asyncio.Event,
+        reply: tuple[ReplyStream, asyncio.Event],  # the reply, and a flag raised at first text
+        filters: Sequence[OutputFilter] = (),
     ) -> ModelRun:
         """Stream the model's answer into the reply; stop at once when nothing more can be
         shown (too large for one event, or refused by the homeserver)."""
         run = ModelRun(AnswerText(), StreamResult())
         for restart in range(len(self.model.backends)):
             run = ModelRun(AnswerText(), StreamResult())
-            await self._stream(run, messages, sampling, stream, text_coming)
+            await self._stream(run, messages, sampling, reply, filters)
             error = run.error
             if error is not None:
                 log.warning("model failed for answer %d: %s", answer_id, error.kind)
             broke_midway = error is not None and error.kind in FAILOVER_KINDS and run.text.size > 0
-            if not (broke_midway and self.model.can_fail_over()) or stream.refused:
+            if not (broke_midway and self.model.can_fail_over()) or reply[0].refused:
                 break
             # another replica answers from the start; the same reply is edited as it goes
             log.info("answer %d restarts on another model server (%d)", answer_id, restart + 1)
@@ -80,10 +79,11 @@ class Generator:
         run: ModelRun,
         messages: list[dict[str, str]],
         sampling: Sampling,
-        stream: ReplyStream,
-        text_coming: asyncio.Event,
+        reply: tuple[ReplyStream, asyncio.Event],
+        filters: Sequence[OutputFilter],
     ) -> None:
-        view = FilteredText(run.text, self.filters, run) if self.filters else run.text
+        stream, text_coming = reply
+        view = FilteredText(run.text, filters, run) if filters else run.text
         try:
             # closing the stream drops the request: the model server stops generating
             async with contextlib.aclosing(

@@ -13,6 +13,7 @@ from bot.core.clock import now_ms
 from bot.core.context import fit_turns
 from bot.core.metrics import Metrics
 from bot.core.pipeline.generate import Generator, ModelRun
+from bot.core.pipeline.grounding import Grounding
 from bot.core.pipeline.publish import Publisher
 from bot.core.pipeline.record import Recorder
 from bot.core.pipeline.stages import AnswerJob, ContextSource, OutputFilter, RequestFilter
@@ -38,15 +39,17 @@ class AnswerPipeline:
         sources: Sequence[ContextSource],
         request_filters: Sequence[RequestFilter] = (),
         output_filters: Sequence[OutputFilter] = (),
+        grounding: Grounding | None = None,
     ) -> None:
         self.settings = settings
         self.answers, self.rooms, self.model, self.port, metrics = parts
-        self.sources = sources
+        self.sources = [*sources, grounding] if grounding is not None else list(sources)
+        self.grounding = grounding
         self.request_filters = request_filters
         self.output_filters = output_filters
         self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
         self.publisher = Publisher(settings.bot, self.port)
-        self.generator = Generator(self.model, output_filters)
+        self.generator = Generator(self.model)
         self.recorder = Recorder(self.answers, metrics, self.port.user_id)
 
     async def answer(self, row: AnswerRow, is_dm: bool) -> None:
@@ -112,14 +115,19 @@ class AnswerPipeline:
                 await source.add(job)
             if await self._refused(job):  # stage 3
                 return
-            job.filters += [output_filter.name for output_filter in self.output_filters]
             messages, sampling = await self._request(job)  # stage 4, through stage 5
-            run = await self.generator.run(job.row.id, messages, sampling, stream, text_coming)
+            filters = [*self.output_filters, *job.output_filters]
+            job.filters += [output_filter.name for output_filter in filters]
+            run = await self.generator.run(
+                job.row.id, messages, sampling, (stream, text_coming), filters
+            )
         # The model's part is over: its slot serves the next question while the homeserver,
         # however slow, takes the final text (stage 6), then the record (stage 7).
-        answer = await self._filtered(run)
+        answer = await self._filtered(run, filters)
         outcome = await self.publisher.conclude(job, stream, run, answer)
         await self.recorder.finished(job, stream, run, outcome)
+        if self.grounding is not None:
+            await self.grounding.record(job)
 
     async def _refused(self, job: AnswerJob) -> bool:
         for request_filter in self.request_filters:
@@ -140,17 +148,22 @@ class AnswerPipeline:
 
     async def _request(self, job: AnswerJob) -> tuple[list[dict[str, str]], Sampling]:
         """The turns that fit the model's budget, recorded as exactly what it reads."""
-        llm = self.settings.llm
-        job.turns, messages = await fit_turns(
-            job.system, job.turns, not job.is_dm, llm.context_tokens, self.model.count_tokens
-        )
+        llm, count = self.settings.llm, self.model.count_tokens
+        budget = llm.context_tokens
+        if self.grounding is not None and job.found is not None:
+            budget -= await self.grounding.fit(job, llm.context_tokens, count)
+        job.turns, messages = await fit_turns(job.system, job.turns, not job.is_dm, budget, count)
+        if self.grounding is not None and job.found is not None:
+            self.grounding.into_messages(job, messages)
         sampling = Sampling(llm.temperature, llm.top_p, llm.max_tokens)
         await self.recorder.started(job, messages, sampling, self.model.model)
+        if self.grounding is not None:
+            await self.grounding.given(job)
         return messages, sampling
 
-    async def _filtered(self, run: ModelRun) -> str:
+    async def _filtered(self, run: ModelRun, filters: Sequence[OutputFilter]) -> str:
         answer = run.text.text()
-        for output_filter in self.output_filters:
+        for output_filter in filters:
             verdict = await output_filter.final(answer)
             if verdict.replaced and output_filter.name not in run.replaced_by:
                 run.replaced_by.append(output_filter.name)

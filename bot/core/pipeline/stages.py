@@ -7,6 +7,7 @@ from typing import Protocol
 
 from bot.core.context import Turn
 from bot.core.records import AnswerRow, MessageRow, RoomRow
+from bot.rag.documents import Found
 
 
 @dataclass
@@ -23,6 +24,9 @@ class AnswerJob:
     turns: list[Turn] = field(default_factory=list)  # what the model reads, oldest first
     sources: list[str] = field(default_factory=list)  # context sources that added something
     filters: list[str] = field(default_factory=list)  # filters that looked at it
+    # passages given to the model; None where the room uses no documents
+    found: list[Found] | None = None
+    output_filters: list[OutputFilter] = field(default_factory=list)  # this answer's own
 
 
 @dataclass(frozen=True)
