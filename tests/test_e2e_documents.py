@@ -221,6 +221,9 @@ async def test_exports_carry_passages_only_from_exportable_collections_and_conse
     grounded = next(r for r in rows if "huit heures trente" in r["messages"][-2]["content"])
     assert grounded["messages"][-1]["content"] == "Voici [1]."  # the bot's source list is not
     assert grounded["metadata"]["grounding"] == "documents"
+    await alice.send(room, "!lucie stats")
+    stats = await alice.wait_for(room, lambda ev: notice_with(ev, bot.user_id, "Statistiques"))
+    assert "3 réponses (dont 3 fondées sur des documents, 0 hors de ce qu'ils couvrent)" in stats
 
     # a file shared by someone who never consented: answers drawn from it stay out of exports
     note = tmp_path / "bob.txt"
