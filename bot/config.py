@@ -219,6 +219,10 @@ class RagSettings(BaseModel):
     collections: list[str] = Field(
         default_factory=list, description="Operator collections every room uses unless it opts out"
     )
+    open_collections: list[str] = Field(
+        default_factory=list,
+        description="Other collections room admins may turn on; the rest only operators may",
+    )
     passage_chars: int = Field(
         default=1000, ge=200, le=8000, description="Passage size, sized for the embeddings model"
     )

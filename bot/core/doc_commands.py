@@ -67,6 +67,8 @@ class DocCommands:
             return say(lang, "docs.auto_on" if on else "docs.auto_off")
         if action in ("use", "unuse") and len(command.args) == 2:
             name = command.rest.split()[1]  # as typed: collection names keep their case
+            if action == "use" and not self._may_turn_on(name, message.sender):
+                return say(lang, "docs.restricted", name=name[:60])
             return await self._use(message.room_id, name, action == "use", lang)
         return say(lang, "docs.usage", prefix=self.prefix)
 
@@ -107,6 +109,13 @@ class DocCommands:
             return say(lang, "docs.not_yours")
         await self.store.remove_document(row.id)
         return say(lang, "docs.removed", name=row.name)
+
+    def _may_turn_on(self, name: str, sender: str) -> bool:
+        """A collection may hold one ministry's procedures: room admins turn on the defaults
+        and those the operators opened to all; any other, only an operator."""
+        rag = self.settings.rag
+        opened = name in rag.collections or name in rag.open_collections
+        return opened or sender in self.settings.bot.operators
 
     async def _use(self, room_id: str, name: str, used: bool, lang: str) -> str:
         known = {row.name for row in await self.store.collections()}
