@@ -23,6 +23,7 @@ from nio.crypto import ENCRYPTION_ENABLED, encrypt_attachment
 
 from bot.core.render import LIVE_MARKER
 from bot.demo.homeserver import Account
+from bot.matrix.nio_client import exchange_keys
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024  # the bot refuses smaller files already; this bounds memory
 UPLOAD_TIMEOUT_S = 300
@@ -75,13 +76,7 @@ async def sync_once(client: AsyncClient, timeout_ms: int) -> SyncResponse | None
     """One sync, then the key exchanges encryption needs (new devices, one-time keys)."""
     response = await client.sync(timeout=timeout_ms)
     if client.olm:
-        await client.send_to_device_messages()
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
+        await exchange_keys(client)
     return response if isinstance(response, SyncResponse) else None
 
 

@@ -87,14 +87,7 @@ def start_model_server(gguf: Path, port: int, folder: Path) -> OwnedProcess:
         folder / "model-server.log",
         folder,
     )
-    try:
-        wait_for_http(
-            f"http://127.0.0.1:{port}/v1/models", server.process, "the model server", server.log
-        )
-    except DemoError:
-        server.stop()
-        raise
-    return server
+    return _answering(server, f"http://127.0.0.1:{port}/v1/models", "the model server")
 
 
 def start_embeddings_server(port: int, folder: Path) -> OwnedProcess:
@@ -104,10 +97,13 @@ def start_embeddings_server(port: int, folder: Path) -> OwnedProcess:
     server = OwnedProcess(
         [*command, "--port", str(port), "--threads", "1"], folder / "embeddings-server.log", folder
     )
+    return _answering(server, f"http://127.0.0.1:{port}/health", "the embeddings server")
+
+
+def _answering(server: OwnedProcess, url: str, what: str) -> OwnedProcess:
+    """The server once it answers at url; stopped if it never does."""
     try:
-        wait_for_http(
-            f"http://127.0.0.1:{port}/health", server.process, "the embeddings server", server.log
-        )
+        wait_for_http(url, server.process, what, server.log)
     except DemoError:
         server.stop()
         raise

@@ -96,3 +96,15 @@ class MatrixClient(AsyncClient):
                 creators = {event.get("sender")} | set(extra if isinstance(extra, list) else [])
                 self._creators[room_id] = frozenset(c for c in creators if isinstance(c, str))
         return self._creators[room_id]
+
+
+async def exchange_keys(client: AsyncClient) -> None:
+    """The key exchanges encryption needs after a sync: to-device messages out, one-time keys
+    uploaded, new devices queried, sessions claimed with the devices that lack one."""
+    await client.send_to_device_messages()
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        await client.keys_claim(client.get_users_for_key_claiming())

@@ -32,7 +32,7 @@ from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_f
 from bot.matrix.direct import DirectRooms
 from bot.matrix.invites import Invites
 from bot.matrix.media import Media
-from bot.matrix.nio_client import MatrixClient, homeserver_only
+from bot.matrix.nio_client import MatrixClient, exchange_keys, homeserver_only
 from bot.matrix.sending import send_message
 from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
@@ -265,13 +265,7 @@ class MatrixTransport:
         if not client.olm:
             return
         try:
-            await client.send_to_device_messages()
-            if client.should_upload_keys:
-                await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
-            if client.should_claim_keys:
-                await client.keys_claim(client.get_users_for_key_claiming())
+            await exchange_keys(client)
             if keys_may_have_arrived:
                 await self.trust.back_up_new_keys()
         except Exception as exc:

@@ -1,6 +1,6 @@
 """Searching documents' passages, as functions run on the shared connection inside aiosqlite's
-thread, each sent there in one trip by `in_connection`: the full-text query, the vectors of a
-scope and the passages to cite.
+thread, each sent there in one trip by `Database.in_thread`: the full-text query, the vectors
+of a scope and the passages to cite.
 
 Every query names its scope in SQL (the room's own documents, the collections it uses, ready
 only). The full-text query also names it inside the FTS5 index: each passage carries one token
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 
 from bot.rag.documents import Found, Scope
-from bot.storage.connection import Database
 
 # Postings (passage, term) one search may score: about a microsecond each on one core. When the
 # scope is larger, the most common terms are left out (their BM25 weight is small anyway),
@@ -31,10 +30,6 @@ MAX_SCOPE_VECTOR_BYTES = 1024**3  # what one scope's matrix may take in memory, 
 VECTORS_PER_TRIP = 8192  # about 12 MB of 384-float vectors, some 100 ms of the thread
 _FTS_ATTEMPTS = 3
 T = TypeVar("T")
-
-
-async def in_connection(db: Database, work: Callable[[sqlite3.Connection], T], write: bool) -> T:
-    return await db.in_thread(work, write)
 
 
 def owner_token(room_id: str | None, collection: str | None) -> str:

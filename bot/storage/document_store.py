@@ -76,14 +76,12 @@ class SqliteDocuments:
             raise ValueError("vectors must be finite")
         if not passages:
             return
-        await search.in_connection(
-            self.db, lambda conn: writes.add_passages(conn, document_id, passages, vectors), True
+        await self.db.in_thread(
+            lambda conn: writes.add_passages(conn, document_id, passages, vectors), True
         )
 
     async def finish_document(self, document_id: int, pages: int | None) -> None:
-        await search.in_connection(
-            self.db, lambda conn: writes.finish(conn, document_id, pages), True
-        )
+        await self.db.in_thread(lambda conn: writes.finish(conn, document_id, pages), True)
 
     async def discard_document(self, document_id: int) -> None:
         await self.db.write("DELETE FROM documents WHERE id = ?", document_id)
@@ -101,6 +99,13 @@ class SqliteDocuments:
             room_id,
         )
         return [_document(row) for row in rows]
+
+    async def has_documents(self, room_id: str) -> bool:
+        row = await self.db.one(
+            "SELECT EXISTS (SELECT 1 FROM documents WHERE room_id = ? AND status = 'ready')",
+            room_id,
+        )
+        return bool(row and row[0])
 
     async def collection_documents(self, name: str) -> list[DocumentRow]:
         rows = await self.db.all(
@@ -131,7 +136,7 @@ class SqliteDocuments:
             conn.execute("DELETE FROM collections WHERE name = ?", (name,))
             return removed
 
-        removed = await search.in_connection(self.db, work, True)
+        removed = await self.db.in_thread(work, True)
         await self._purge(removed)
         return removed
 
@@ -150,9 +155,7 @@ class SqliteDocuments:
         return bool(row and row[0])
 
     async def _removing(self, where: str, args: Sequence[Any]) -> int:
-        removed = await search.in_connection(
-            self.db, lambda conn: writes.remove(conn, where, args), True
-        )
+        removed = await self.db.in_thread(lambda conn: writes.remove(conn, where, args), True)
         await self._purge(removed)
         return removed
 
@@ -228,8 +231,8 @@ class SqliteDocuments:
     async def lexical(self, terms: Sequence[str], scope: Scope, limit: int) -> list[int]:
         if not terms:
             return []
-        return await search.in_connection(
-            self.db, lambda conn: search.lexical(conn, terms, scope, limit), False
+        return await self.db.in_thread(
+            lambda conn: search.lexical(conn, terms, scope, limit), False
         )
 
     async def scope_stamp(self, scope: Scope) -> str:
@@ -246,17 +249,15 @@ class SqliteDocuments:
 
     async def scope_vectors(self, scope: Scope) -> tuple[np.ndarray, np.ndarray]:
         reader = search.VectorReader(scope)
-        await search.in_connection(self.db, reader.plan, False)
+        await self.db.in_thread(reader.plan, False)
         for batch in reader.batches:
-            await search.in_connection(self.db, functools.partial(reader.read, batch=batch), False)
+            await self.db.in_thread(functools.partial(reader.read, batch=batch), False)
         return reader.result()
 
     async def found(self, passage_ids: Sequence[int]) -> dict[int, Found]:
         if not passage_ids:
             return {}
-        return await search.in_connection(
-            self.db, lambda conn: search.found(conn, passage_ids), False
-        )
+        return await self.db.in_thread(lambda conn: search.found(conn, passage_ids), False)
 
     # what answers used
 
@@ -264,9 +265,7 @@ class SqliteDocuments:
         """Recorded with the request, before the model answers: a removal from then on finds
         the answer and clears its request. The answer is marked grounded when it was given
         sources, searched but ungrounded when none."""
-        await search.in_connection(
-            self.db, lambda conn: writes.record_sources(conn, answer_id, found), True
-        )
+        await self.db.in_thread(lambda conn: writes.record_sources(conn, answer_id, found), True)
 
     async def mark_cited(self, answer_id: int, cited: set[int]) -> None:
         numbers = sorted(cited)

@@ -4,7 +4,7 @@ changes the database."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,16 @@ KEYED = {
     "labels": "answer_event_id",
     "corrections": "answer_event_id",
 }
+
+
+def _per_room(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:
+    """Event ids grouped by room, BATCH at a time: every query names its room."""
+    by_room: dict[str, list[str]] = {}
+    for room_id, event_id in keys:
+        by_room.setdefault(room_id, []).append(event_id)
+    for room_id, event_ids in by_room.items():
+        for start in range(0, len(event_ids), BATCH):
+            yield room_id, event_ids[start : start + BATCH]
 
 
 class SchemaMismatch(Exception):
@@ -104,21 +114,16 @@ class SqliteExportReader:
         pair, oldest first; standing_only leaves out withdrawn reactions."""
         column = KEYED[table]
         condition = " AND withdrawn_at IS NULL" if standing_only else ""
-        by_room: dict[str, list[str]] = {}
-        for room_id, event_id in keys:
-            by_room.setdefault(room_id, []).append(event_id)
         grouped: dict[Key, list[dict[str, Any]]] = {}
-        for room_id, event_ids in by_room.items():
-            for start in range(0, len(event_ids), BATCH):
-                chunk = event_ids[start : start + BATCH]
-                marks = ", ".join("?" * len(chunk))
-                query = (
-                    f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
-                    f"{condition} ORDER BY ts"
-                )
-                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
-                    async for row in cursor:
-                        grouped.setdefault((room_id, row[column]), []).append(dict(row))
+        for room_id, chunk in _per_room(keys):
+            marks = ", ".join("?" * len(chunk))
+            query = (
+                f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
+                f"{condition} ORDER BY ts"
+            )
+            async with self.conn.execute(query, [room_id, *chunk]) as cursor:
+                async for row in cursor:
+                    grouped.setdefault((room_id, row[column]), []).append(dict(row))
         return grouped
 
     async def answer_sources(self, answer_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -146,19 +151,14 @@ class SqliteExportReader:
     async def grounded_answers(self, keys: Iterable[Key]) -> dict[Key, tuple[int, int]]:
         """(answer id, grounded) of the bot's messages among keys that answered from documents
         (or found none that covered the question)."""
-        by_room: dict[str, list[str]] = {}
-        for room_id, event_id in keys:
-            by_room.setdefault(room_id, []).append(event_id)
         found: dict[Key, tuple[int, int]] = {}
-        for room_id, event_ids in by_room.items():
-            for start in range(0, len(event_ids), BATCH):
-                chunk = event_ids[start : start + BATCH]
-                marks = ", ".join("?" * len(chunk))
-                query = (
-                    "SELECT answer_event_id, id, grounded FROM answers WHERE room_id = ? "
-                    f"AND answer_event_id IN ({marks}) AND grounded IS NOT NULL"
-                )
-                async with self.conn.execute(query, [room_id, *chunk]) as cursor:
-                    async for row in cursor:
-                        found[(room_id, row[0])] = (row[1], row[2])
+        for room_id, chunk in _per_room(keys):
+            marks = ", ".join("?" * len(chunk))
+            query = (
+                "SELECT answer_event_id, id, grounded FROM answers WHERE room_id = ? "
+                f"AND answer_event_id IN ({marks}) AND grounded IS NOT NULL"
+            )
+            async with self.conn.execute(query, [room_id, *chunk]) as cursor:
+                async for row in cursor:
+                    found[(room_id, row[0])] = (row[1], row[2])
         return found

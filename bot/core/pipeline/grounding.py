@@ -64,7 +64,7 @@ class Grounding:
             return
         room_id = job.row.room_id
         collections = await self.store.room_collections(room_id, self.settings.collections)
-        if not collections and not await self.store.room_documents(room_id):
+        if not collections and not await self.store.has_documents(room_id):
             return
         scope = Scope(room_id, tuple(collections))
         job.found = await self.retriever.search(self._query(job), scope, self.settings.top_k)
