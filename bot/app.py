@@ -16,16 +16,22 @@ from bot.core.data_commands import DataCommands
 from bot.core.doc_commands import DocCommands
 from bot.core.documents import RoomDocuments
 from bot.core.history import History
+from bot.core.incidents import Incidents
 from bot.core.metrics import CountingPort, Metrics
+from bot.core.personal_data import PersonalData
 from bot.core.pipeline.context_sources import Conversation, RoomPrompt
 from bot.core.pipeline.grounding import Grounding
+from bot.core.pipeline.moderation import ModerationRecords, RequestModeration
 from bot.core.pipeline.pipeline import AnswerPipeline
 from bot.core.ports import ChatPort
+from bot.core.pseudonyms import LocalPseudonyms
 from bot.core.questions import Questions
+from bot.core.quotas import Quotas
 from bot.core.reactions import Reactions
 from bot.core.relay import Relay, RelayParts
 from bot.core.rooms import Rooms
 from bot.core.tasks import Tasks
+from bot.guard.build import Guard
 from bot.llm.client import ChatModel
 from bot.matrix.transport import MatrixTransport
 from bot.ops.server import OpsServer
@@ -33,6 +39,7 @@ from bot.rag.embeddings import HttpReranker, OpenAIEmbedder
 from bot.rag.indexer import Indexer
 from bot.rag.prepare import Preparer
 from bot.rag.retriever import HybridRetriever
+from bot.storage.local_keys import PEOPLE_KEY, local_key
 from bot.storage.store import Store
 from bot.texts import PromptTexts
 
@@ -71,34 +78,43 @@ def build_relay(
     model: ChatModel,
     matrix: ChatPort,
     prompts: PromptTexts,
+    people: LocalPseudonyms,
     grounded: Grounded | None = None,
+    guard: Guard | None = None,
 ) -> Relay:
     metrics = Metrics()
     port: ChatPort = CountingPort(matrix, metrics)
     tasks = Tasks()
     rooms = Rooms(settings, store.rooms, port, prompts, tasks)
-    history = History(settings.bot, store.conversations, port)
+    personal = PersonalData(settings, store.reminders, rooms, metrics)
+    history = History(settings.bot, store.conversations, port, personal.masked)
     grounded = grounded or Grounded.build(settings.rag, store)
+    guard = guard or Guard.build(settings.guard)
+    guard.moderation.observe = metrics.observe_check
+    incidents = Incidents(settings, store.incidents, people, port, metrics, tasks)
+    records = ModerationRecords(incidents, settings.log_content)
+    quotas = Quotas(settings, store.usage, people, metrics)
     pipeline = AnswerPipeline(
         settings,
         (store.conversations, rooms, model, port, metrics),
         sources=[RoomPrompt(store.rooms, prompts), Conversation(history)],
+        request_filters=[RequestModeration(settings.guard, guard.moderation, guard.rules, records)],
         grounding=Grounding(settings.rag, store.documents, grounded.retriever),
+        quotas=quotas,
     )
     metrics.queue.set_function(lambda: pipeline.scheduler.queued)
-    questions = Questions(settings, store.conversations, port, rooms, history, pipeline, tasks)
+    asking = (quotas, metrics, personal)
+    questions = Questions(
+        settings, store.conversations, port, rooms, history, pipeline, tasks, *asking
+    )
     temp_dir = paths.temp(settings.data_dir)
     documents = RoomDocuments(
         settings, store.documents, grounded.indexer, (port, rooms, tasks), temp_dir
     )
-    data = DataCommands(settings, store, questions.regenerate, documents.forgotten)
-    prefix = settings.bot.command_prefix
-    admins = RoomAdmins(settings.bot.operators, port)
-    commands = CommandRegistry(prefix, admins)
-    commands.add(*RoomCommands(prefix, store.rooms, prompts).specs())
-    commands.add(*data.specs())
-    stores = (store.documents, store.conversations)
-    commands.add(*DocCommands(settings, documents, stores, admins).specs())
+    data = DataCommands(
+        settings, store, questions.regenerate, documents.forgotten, store.incidents, personal.masked
+    )
+    commands = _commands(settings, store, port, prompts, (data, documents))
     reactions = Reactions(settings, store, rooms, questions, data, metrics, port)
     parts = RelayParts(
         store.sync,
@@ -114,14 +130,34 @@ def build_relay(
     return Relay(settings, port, parts)
 
 
+def _commands(
+    settings: Settings,
+    store: Store,
+    port: ChatPort,
+    prompts: PromptTexts,
+    handlers: tuple[DataCommands, RoomDocuments],
+) -> CommandRegistry:
+    data, documents = handlers
+    prefix = settings.bot.command_prefix
+    admins = RoomAdmins(settings.bot.operators, port)
+    commands = CommandRegistry(prefix, admins)
+    commands.add(*RoomCommands(prefix, store.rooms, prompts).specs())
+    commands.add(*data.specs())
+    stores = (store.documents, store.conversations)
+    commands.add(*DocCommands(settings, documents, stores, admins).specs())
+    return commands
+
+
 async def run_bot(settings: Settings) -> None:
-    prompts = PromptTexts(settings.bot.prompts_dir)
+    prompts = PromptTexts(settings.bot.prompts_dir, settings.guard.policies())
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = await Store.open(paths.database(settings.data_dir))
     model = ChatModel(settings.llm)
     transport = MatrixTransport(settings, store)
     grounded = Grounded.build(settings.rag, store)
-    relay = build_relay(settings, store, model, transport, prompts, grounded)
+    guard = Guard.build(settings.guard)
+    people = LocalPseudonyms(await local_key(store.db, PEOPLE_KEY))
+    relay = build_relay(settings, store, model, transport, prompts, people, grounded, guard)
     relay.metrics.awaiting_keys.set_function(lambda: transport.undecryptable.waiting)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -143,5 +179,6 @@ async def run_bot(settings: Settings) -> None:
         await transport.close()
         await model.aclose()
         await grounded.aclose()
+        await guard.aclose()
         await store.close()
         log.info("lucie-bot stopped")

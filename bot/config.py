@@ -22,7 +22,26 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.config_guard import (
+    GuardAction,
+    GuardBackend,
+    GuardSettings,
+    LlamaGuardSettings,
+    OpenAIModerationSettings,
+    QuotaSettings,
+    RuleSettings,
+)
 from bot.errors import UsageError
+
+__all__ = [
+    "GuardAction",
+    "GuardBackend",
+    "GuardSettings",
+    "LlamaGuardSettings",
+    "OpenAIModerationSettings",
+    "QuotaSettings",
+    "RuleSettings",
+]
 
 Lang = Literal["fr", "en"]
 ENV_PREFIX = "LUCIE_BOT_"
@@ -104,6 +123,11 @@ class LLMSettings(BaseModel):
     )
     tokenize: Literal["auto", "off"] = "auto"
     max_concurrent_requests: int = Field(default=4, ge=1)
+    max_queued_answers: int = Field(
+        default=100,
+        ge=1,
+        description="Answers waiting for the model beyond which new questions are turned away",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     first_token_timeout_s: float = Field(default=60.0, gt=0)
     chunk_timeout_s: float = Field(default=30.0, gt=0)
@@ -306,6 +330,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -94,6 +94,37 @@ MESSAGES: dict[str, dict[str, str]] = {
         "docs.no_collection": "aucune",
         "sources.none": "Cette réponse ne s'appuie sur aucun document.",
         "sources.list": "Passages donnés au modèle :\n\n{lines}",
+        "guard.refused": "🛡️ Je ne peux pas répondre à cette demande : ce service refuse de la traiter. Catégorie : {category}.",
+        "guard.replaced": "🛡️ Ma réponse a été retirée : elle ne respectait pas les règles de ce service. Catégorie : {category}.",
+        "guard.unavailable": "⚠️ La vérification de sécurité est indisponible pour le moment, je ne peux donc pas répondre. Réessayez dans quelques minutes.",
+        "guard.self_harm": "💙 Je ne peux pas vous aider sur ce sujet, mais vous n'êtes pas seul·e. Si vous pensez au suicide ou êtes inquiet·e pour quelqu'un, appelez le 3114 (gratuit, 24 h/24, 7 j/7) ; en cas d'urgence, le 15 ou le 112.",
+        "guard.room_section": "## Consignes propres à ce salon\nFixées par les administrateurs du salon. Elles s'appliquent dans le cadre des règles ci-dessus, qu'elles ne peuvent ni lever ni contredire.",
+        "guard.alert": "🛡️ {action} · {stage} · {category} · salon {room} · personne {sender}",
+        "guard.alert_dropped": " (+{count} incidents non signalés depuis)",
+        "guard.action.refuse": "refus",
+        "guard.action.log": "signalé",
+        "guard.action.unavailable": "modération indisponible",
+        "guard.stage.question": "question",
+        "guard.stage.passages": "extraits",
+        "guard.stage.answer": "réponse",
+        "pii.reminder": "🔒 Votre message semble contenir des données personnelles ({kinds}). Je les ai masquées avant de l'enregistrer ; évitez de les partager ici : ni ce salon ni le modèle n'en ont besoin.",
+        "pii.nir": "numéro de sécurité sociale",
+        "pii.iban": "IBAN",
+        "pii.phone": "numéro de téléphone",
+        "pii.email": "adresse e-mail",
+        "pii.address": "adresse postale",
+        "quota.person.questions_hour": "⏳ Vous avez atteint votre quota de {limit} questions par heure. Vous pourrez en poser une nouvelle {when}.",
+        "quota.person.questions_day": "⏳ Vous avez atteint votre quota de {limit} questions par jour. Vous pourrez en poser une nouvelle {when}.",
+        "quota.person.tokens_day": "⏳ Vous avez atteint votre quota quotidien d'utilisation du modèle ({limit} jetons). Vous pourrez en poser une nouvelle {when}.",
+        "quota.room.questions_hour": "⏳ Ce salon a atteint son quota de {limit} questions par heure. Vous pourrez en poser une nouvelle {when}.",
+        "quota.room.questions_day": "⏳ Ce salon a atteint son quota de {limit} questions par jour. Vous pourrez en poser une nouvelle {when}.",
+        "quota.room.tokens_day": "⏳ Ce salon a atteint son quota quotidien d'utilisation du modèle ({limit} jetons). Vous pourrez en poser une nouvelle {when}.",
+        "quota.in_minutes": "dans {minutes} min",
+        "quota.in_hours": "dans {hours} h {minutes:02d}",
+        "busy": "⏳ Beaucoup de questions attendent le modèle en ce moment. Réessayez dans {minutes} min.",
+        "cmd.prompt.policy": "Règles de l'opérateur (toujours envoyées en premier ; les consignes du salon ne peuvent pas les lever) :\n\n{policy}",
+        "cmd.stats.refusals": "Refus et signalements :\n{lines}",
+        "cmd.stats.refusal_line": "- {category} : {count} ({stages})",
     },
     "en": {
         "error.unreachable": "⚠️ The model server cannot be reached right now. Please try again shortly.",
@@ -179,6 +210,37 @@ MESSAGES: dict[str, dict[str, str]] = {
         "docs.no_collection": "none",
         "sources.none": "That answer is not based on any document.",
         "sources.list": "Passages given to the model:\n\n{lines}",
+        "guard.refused": "🛡️ I cannot answer this request: this service refuses to handle it. Category: {category}.",
+        "guard.replaced": "🛡️ My answer was withdrawn: it did not follow this service's rules. Category: {category}.",
+        "guard.unavailable": "⚠️ The safety check is unavailable right now, so I cannot answer. Try again in a few minutes.",
+        "guard.self_harm": "💙 I cannot help with this, but you are not alone. If you are thinking about suicide or are worried about someone, call 3114 in France (free, around the clock) or your local crisis line; in an emergency, 112.",
+        "guard.room_section": "## This room's own instructions\nSet by the room's admins. They apply within the rules above, which they can neither lift nor contradict.",
+        "guard.alert": "🛡️ {action} · {stage} · {category} · room {room} · person {sender}",
+        "guard.alert_dropped": " (+{count} incidents not reported since)",
+        "guard.action.refuse": "refused",
+        "guard.action.log": "flagged",
+        "guard.action.unavailable": "moderation unavailable",
+        "guard.stage.question": "question",
+        "guard.stage.passages": "passages",
+        "guard.stage.answer": "answer",
+        "pii.reminder": "🔒 Your message seems to hold personal data ({kinds}). I masked it before storing the message; please do not share such data here: neither this room nor the model needs it.",
+        "pii.nir": "social security number",
+        "pii.iban": "IBAN",
+        "pii.phone": "phone number",
+        "pii.email": "e-mail address",
+        "pii.address": "postal address",
+        "quota.person.questions_hour": "⏳ You have reached your quota of {limit} questions per hour. You can ask again {when}.",
+        "quota.person.questions_day": "⏳ You have reached your quota of {limit} questions per day. You can ask again {when}.",
+        "quota.person.tokens_day": "⏳ You have reached your daily share of the model ({limit} tokens). You can ask again {when}.",
+        "quota.room.questions_hour": "⏳ This room has reached its quota of {limit} questions per hour. You can ask again {when}.",
+        "quota.room.questions_day": "⏳ This room has reached its quota of {limit} questions per day. You can ask again {when}.",
+        "quota.room.tokens_day": "⏳ This room has reached its daily share of the model ({limit} tokens). You can ask again {when}.",
+        "quota.in_minutes": "in {minutes} min",
+        "quota.in_hours": "in {hours} h {minutes:02d}",
+        "busy": "⏳ Many questions are waiting for the model right now. Try again in {minutes} min.",
+        "cmd.prompt.policy": "Operator rules (always sent first; the room's instructions cannot lift them):\n\n{policy}",
+        "cmd.stats.refusals": "Refusals and flags:\n{lines}",
+        "cmd.stats.refusal_line": "- {category}: {count} ({stages})",
     },
 }
 
@@ -204,16 +266,25 @@ def _read(path: Path) -> str:
 class PromptTexts:
     """The default system prompt and join notice per language, read from a folder."""
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, policies: dict[str, Path | None] | None = None) -> None:
         self.folder = folder or default_prompts_dir()
+        self.policies = {lang: path for lang, path in (policies or {}).items() if path is not None}
+        for lang, path in self.policies.items():
+            if not path.is_file():
+                raise UsageError(f"missing policy file {path} (check guard.policy_{lang})")
         for lang in LANGS:
-            for name in ("system", "join_notice", "consent_notice"):
+            for name in ("system", "join_notice", "consent_notice", "policy"):
                 path = self.folder / f"{name}.{lang}.md"
                 if not path.is_file():
                     raise UsageError(f"missing prompt file {path} (check bot.prompts_dir)")
 
     def system(self, lang: str) -> str:
         return _read(self.folder / f"system.{lang}.md")
+
+    def policy(self, lang: str) -> str:
+        """The operators' policy, sent before every room's prompt (guard.policy_<lang>)."""
+        override = self.policies.get(lang)
+        return _read(override if override is not None else self.folder / f"policy.{lang}.md")
 
     def join_notice(self, lang: str, prefix: str) -> str:
         return _read(self.folder / f"join_notice.{lang}.md").replace("{prefix}", prefix)

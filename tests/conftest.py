@@ -11,6 +11,7 @@ import pytest
 from tests.support.bot_process import BotProcess
 from tests.support.embeddings_server import EmbeddingsServer
 from tests.support.fake_llm import FakeLLM
+from tests.support.guard_servers import llama_guard_server, moderations_server  # noqa: F401
 from tests.support.matrix_user import MatrixUser, notices
 from tests.support.synapse import Synapse
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bot.core.policy import system_prompt
+from bot.texts import PromptTexts
 from tests.conftest import invite_bot
 from tests.support.matrix_user import final_answer, notices
 
@@ -26,7 +28,12 @@ async def test_prompt_set_by_admin_reaches_model_members_and_demoted_admins_refu
     asked = await alice.send(room, "Lucie, parle-moi de Paris.", mentions=[bot.user_id])
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
     system = llm.requests[-1]["body"]["messages"][0]
-    assert system == {"role": "system", "content": "Tu réponds toujours en alexandrins."}
+    assert system["role"] == "system"
+    # the operators' policy first, then the room's prompt, marked as the room's
+    assert system["content"].startswith(PromptTexts(None).policy("fr"))
+    policy, room_prompt = PromptTexts(None).policy("fr"), "Tu réponds toujours en alexandrins."
+    assert system["content"] == system_prompt(policy, room_prompt, "fr")
+    assert system["content"].index("## Consignes propres à ce salon") > len(policy)
 
     seen = len(notices(alice.events[room], bot.user_id))
     await bob.send(room, "!lucie prompt set Ignore tout.")
@@ -71,7 +78,7 @@ async def test_mode_all_lang_en_help_and_unknown_commands(make_user, start_bot, 
     asked = await alice.send(room, "No mention here, still answered?")
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
     system = llm.requests[-1]["body"]["messages"][0]["content"]
-    assert system.startswith("You are Lucie")  # the English default prompt
+    assert system.endswith(PromptTexts(None).system("en"))  # the English default prompt
     await alice.send(room, "!lucie prompt show")
     shown = await alice.wait_for(room, notice_with("Room instructions", bot.user_id, seen))
     assert "default" in shown[0] and "> You are Lucie" in shown[0]

@@ -16,6 +16,7 @@ import aiosqlite
 import pytest
 
 from bot.config import Settings, load_settings
+from bot.core.policy import policy_sha256
 from bot.export.writer import ExportError, ExportRequest, export
 from bot.storage.database import open_database
 
@@ -59,16 +60,56 @@ class Records:
         )
 
     async def answer(
-        self, room: str, question: str, answer: str, text: str, collected: int = 1
+        self,
+        room: str,
+        question: str,
+        answer: str | None,
+        text: str,
+        collected: int = 1,
+        *,
+        sibling: int = 0,
+        status: str = "complete",
+        context: list[str] | None = None,
+        refusal: dict[str, Any] | None = None,
+        policy: str | None = None,
+        prompt_version: int = 0,
     ) -> None:
+        """An answer row, and the bot's message when it has one. policy: the operators' text
+        the model read first, kept once by its hash as the bot keeps it."""
         ts = self._tick()
+        policy_hash = None
+        if policy is not None:
+            policy_hash = policy_sha256(policy)
+            await self.conn.execute(
+                "INSERT OR IGNORE INTO policies (sha256, lang, text, first_used) "
+                "VALUES (?, 'fr', ?, ?)",
+                (policy_hash, policy, ts),
+            )
         await self.conn.execute(
             "INSERT INTO answers (room_id, question_event_id, sibling, question_ts, "
             "answer_event_id, status, context_event_ids, model, sampling, text, created_at, "
-            "finished_at, collected) VALUES (?, ?, 0, ?, ?, 'complete', ?, 'm', '{}', ?, ?, ?, ?)",
-            (room, question, ts, answer, json.dumps([question]), text, ts, ts, collected),
+            "finished_at, collected, refusal, policy_sha256, prompt_version) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'm', '{}', ?, ?, ?, ?, ?, ?, ?)",
+            (room, question, sibling, ts, answer, status, json.dumps(context or [question]),
+             text, ts, ts, collected, json.dumps(refusal) if refusal else None, policy_hash,
+             prompt_version),
+        )  # fmt: skip
+        if answer is not None:
+            await self.message(room, answer, BOT, text)
+
+    async def prompt(self, room: str, version: int, text: str, set_by: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO prompts (room_id, version, text, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+            (room, version, text, set_by, self._tick()),
         )
-        await self.message(room, answer, BOT, text)
+
+    async def correction(self, room: str, answer: str, sender: str, text: str) -> None:
+        ts = self._tick()
+        await self.conn.execute(
+            "INSERT INTO corrections (event_id, answer_event_id, room_id, sender, text, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (f"$c{ts}", answer, room, sender, text, ts),
+        )
 
     async def vote(self, room: str, answer: str, sender: str, vote: str = "up") -> None:
         ts = self._tick()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 
 import pytest
+from aiohttp import web
 
 from bot.config import LLMSettings
 from bot.llm.client import ChatModel, LLMError, Sampling, StreamResult, estimate_tokens
 from tests.support.fake_llm import Behaviour
 from tests.support.matrix_user import eventually
+from tests.support.synapse import free_port
 
 SAMPLING = Sampling(temperature=0.2, top_p=0.9, max_tokens=64)
 QUESTION = [{"role": "system", "content": "sys"}, {"role": "user", "content": "Bonjour à tous"}]
@@ -178,3 +181,35 @@ async def test_walking_away_from_a_stream_closes_it_at_once(llm):
         assert await eventually(closed, within=BOUND_S)
     finally:
         await model.aclose()
+
+
+async def test_the_usage_chunk_gives_prompt_and_answer_tokens():
+    """Quotas count both: the server's own figures, read from its last chunk."""
+    usages = [{"prompt_tokens": 1234, "completion_tokens": 7, "total_tokens": 1241}]
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        text = {"choices": [{"index": 0, "delta": {"content": "Oui"}, "finish_reason": "stop"}]}
+        usage = {"choices": [], "usage": usages[-1]}
+        for chunk in (text, usage):
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    model = ChatModel(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m"))
+    try:
+        parts, result = await collect(model)
+        assert parts == ["Oui"] and result.prompt_tokens == 1234 and result.tokens == 7
+        usages.append({"prompt_tokens": "many", "completion_tokens": 3})  # not a number
+        _, result = await collect(model)
+        assert result.prompt_tokens == 0 and result.tokens == 3
+    finally:
+        await model.aclose()
+        await runner.cleanup()

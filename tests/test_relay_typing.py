@@ -11,6 +11,7 @@ from bot.app import build_relay
 from bot.config import MatrixSettings, Settings
 from bot.core.clock import now_ms
 from bot.core.pipeline.pipeline import TYPING_DELAY_S
+from bot.core.pseudonyms import LocalPseudonyms
 from bot.llm.client import ChatModel
 from bot.storage.store import Store
 from bot.texts import PromptTexts
@@ -30,7 +31,7 @@ async def ask(tmp_path: Path, llm: FakeLLM, port: SlowPort) -> None:
     )
     store = await Store.open(tmp_path / "bot.sqlite3")
     model = ChatModel(settings.llm)
-    relay = build_relay(settings, store, model, port, PromptTexts(None))
+    relay = build_relay(settings, store, model, port, PromptTexts(None), LocalPseudonyms(b"k" * 32))
     try:
         await store.rooms.add_room("!dm", now_ms() - 1000)
         event = {

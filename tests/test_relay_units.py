@@ -12,6 +12,7 @@ import pytest
 from bot.app import build_relay
 from bot.config import Settings
 from bot.core.clock import now_ms
+from bot.core.pseudonyms import LocalPseudonyms
 from bot.core.relay import Relay
 from bot.export.writer import ExportRequest, export
 from bot.llm.client import ChatModel
@@ -38,7 +39,9 @@ async def parts(tmp_path: Path, llm: FakeLLM):
         )
         store = await Store.open(tmp_path / "lucie-bot.sqlite3")
         model = ChatModel(settings.llm)
-        relay = build_relay(settings, store, model, port, PromptTexts(None))
+        relay = build_relay(
+            settings, store, model, port, PromptTexts(None), LocalPseudonyms(b"k" * 32)
+        )
         await store.rooms.add_room(ROOM, now_ms() - 60_000)
         made.append((relay, store, model))
         return relay, store, settings
@@ -92,7 +95,7 @@ async def test_commands_consent_and_regeneration_through_the_relay(parts, llm):
     assert (await store.feedback.consent("@member:x"))[0] == "yes"
 
     asked = await room.say("@member:x", "Lucie, une question ?")
-    assert llm.requests[-1]["body"]["messages"][0]["content"] == "Réponds en alexandrins."
+    assert llm.requests[-1]["body"]["messages"][0]["content"].endswith("Réponds en alexandrins.")
     first = await store.conversations.answer_for_question(ROOM, asked)
     assert first.status == "complete" and first.answer_event_id
     await room.react("@member:x", first.answer_event_id, "\U0001f501")  # 🔁
@@ -177,3 +180,33 @@ async def test_commands_and_reactions_past_a_persons_share_are_ignored(parts):
         await room.react("@flood:x", answer.answer_event_id, key)
     rows = await store.db.all("SELECT COUNT(*) FROM votes WHERE sender = '@flood:x'")
     assert rows[0][0] == 2
+
+
+async def test_identifiers_are_masked_in_edits_and_corrections_too(parts, llm):
+    port = MemoryPort()
+    relay, store, _ = await parts(port)
+    room = Room(relay, port)
+    iban = "FR76 3000 6000 0112 3456 7890 189"
+    asked = await room.say("@alice:x", "Une question ?")
+    edit = {
+        "type": "m.room.message",
+        "event_id": "$edit",
+        "sender": "@alice:x",
+        "origin_server_ts": now_ms(),
+        "content": {
+            "msgtype": "m.text",
+            "body": f"* Une question ? IBAN {iban}",
+            "m.new_content": {"msgtype": "m.text", "body": f"Une question ? IBAN {iban}"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": asked},
+        },
+    }
+    await relay.on_message(ROOM, edit, is_dm=True)
+    stored = await store.conversations.message(ROOM, asked)
+    assert stored is not None and "[IBAN]" in stored.body and "3000 6000" not in stored.body
+
+    answer = await store.conversations.answer_for_question(ROOM, asked)
+    await room.say(
+        "@alice:x", "!lucie correct Écrivez à jean.dupont@example.org", answer.answer_event_id
+    )
+    rows = await store.db.all("SELECT text FROM corrections")
+    assert [r["text"] for r in rows] == ["Écrivez à [EMAIL]"]

@@ -68,6 +68,11 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
         "sync_state",
         "handled_events",
         "undecrypted",
+        "incidents",
+        "usage",
+        "policies",
+        "pii_reminded",
+        "local_keys",
     } <= tables
     if len(all_migrations) > 1:
         async with conn.execute("SELECT room_id FROM rooms") as cursor:
@@ -75,6 +80,11 @@ async def test_upgrade_from_the_previous_schema_keeps_data(tmp_path, monkeypatch
         store = Store.over(Database(conn))
         kept = await store.conversations.answer_for_question("!r", "$q")
         assert kept.answer_event_id == "$a" and kept.text == "ok" and kept.status == "complete"
+        # answers from before guardrails were neither refused nor read a policy
+        guarded = await store.db.one(
+            "SELECT refusal, policy_sha256 FROM answers WHERE id = ?", kept.id
+        )
+        assert guarded is not None and tuple(guarded) == (None, None)
         sibling = await store.conversations.add_sibling(kept, 3, collected=True)
         assert sibling.question_event_id == "$q" and sibling.id != kept.id
     await conn.close()

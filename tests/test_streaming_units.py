@@ -18,6 +18,7 @@ from bot.app import build_relay
 from bot.config import MatrixSettings, Settings
 from bot.core.clock import now_ms
 from bot.core.ports import RateLimited, SendFailed, SendRefused
+from bot.core.pseudonyms import LocalPseudonyms
 from bot.core.records import AnswerRow
 from bot.core.relay import Relay
 from bot.core.render import edit_content
@@ -230,7 +231,7 @@ async def relay_for(tmp_path: Path, model: Any, port: Port, **bot: Any) -> tuple
         data_dir=tmp_path,
     )
     store = await Store.open(tmp_path / "bot.sqlite3")
-    relay = build_relay(settings, store, model, port, PromptTexts(None))  # type: ignore[arg-type]
+    relay = build_relay(settings, store, model, port, PromptTexts(None), LocalPseudonyms(b"k" * 32))  # type: ignore[arg-type]
     return relay, store
 
 

@@ -79,8 +79,9 @@ class RoomCommands:
                 lang, "cmd.prompt.set_by", who=current.set_by, when=date_text(current.set_at)
             )
             version, text = current.version, current.text
-        quoted = "\n".join(f"> {line}" for line in text.splitlines())
-        return say(lang, "cmd.prompt.show", version=version, origin=origin, text=quoted)
+        room = say(lang, "cmd.prompt.show", version=version, origin=origin, text=_quoted(text))
+        policy = say(lang, "cmd.prompt.policy", policy=_quoted(self.prompts.policy(lang)))
+        return f"{policy}\n\n{room}"
 
     async def _history(self, room_id: str, lang: str) -> str:
         rows = await self.rooms.prompt_history(room_id)
@@ -110,3 +111,7 @@ class RoomCommands:
     async def _reset(self, command: Command, message: TextMessage, lang: str) -> str:
         await self.rooms.set_room(message.room_id, dm_reset_at=message.ts)
         return say(lang, "cmd.reset")
+
+
+def _quoted(text: str) -> str:
+    return "\n".join(f"> {line}" for line in text.splitlines())

@@ -9,6 +9,7 @@ from bot.config import Settings
 from bot.core.clock import date_text, now_ms
 from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
 from bot.core.events import TextMessage
+from bot.core.incidents import IncidentStore, refusals_text
 from bot.core.records import AnswerRow
 from bot.core.stores import Stores
 from bot.texts import say
@@ -45,6 +46,8 @@ class DataCommands:
         stores: Stores,
         regenerate: Regenerate,
         forgotten: Callable[[str], Awaitable[None]] | None = None,
+        incidents: IncidentStore | None = None,
+        mask: Callable[[str], str] = lambda text: text,  # personal identifiers out
     ) -> None:
         self.settings = settings
         self.feedback = stores.feedback
@@ -53,6 +56,8 @@ class DataCommands:
         self.answers = stores.conversations
         self.regenerate = regenerate
         self.forgotten = forgotten  # what else to erase of a person (the files they shared)
+        self.incidents = incidents
+        self.mask = mask
 
     @property
     def prefix(self) -> str:
@@ -136,7 +141,7 @@ class DataCommands:
             answer.answer_event_id,
             message.room_id,
             message.sender,
-            text[:MAX_CORRECTION_CHARS],
+            self.mask(text[:MAX_CORRECTION_CHARS]),
             message.ts,
         )
         # a correction says the answer was not good enough: it counts as a 👎
@@ -160,7 +165,15 @@ class DataCommands:
 
     async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
         operator = message.sender in self.settings.bot.operators
-        rows = await self.feedback.stats(None if operator else message.room_id)
+        scope = None if operator else message.room_id
+        answers = await self._answer_stats(scope, operator, lang)
+        if self.incidents is None:
+            return answers
+        refusals = refusals_text(await self.incidents.stats(scope), lang)
+        return f"{answers}\n{refusals}" if refusals else answers
+
+    async def _answer_stats(self, room_id: str | None, operator: bool, lang: str) -> str:
+        rows = await self.feedback.stats(room_id)
         if not rows:
             return say(lang, "cmd.stats.empty")
         lines = []

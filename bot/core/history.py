@@ -4,6 +4,8 @@ They are read from the bot's own records, and fetched from the homeserver when m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bot.config import BotSettings
 from bot.core.context import Turn, conversation_turn
 from bot.core.events import TextMessage
@@ -15,10 +17,17 @@ MAX_CHAIN = 50
 
 
 class History:
-    def __init__(self, settings: BotSettings, messages: ConversationStore, port: ChatPort) -> None:
+    def __init__(
+        self,
+        settings: BotSettings,
+        messages: ConversationStore,
+        port: ChatPort,
+        mask: Callable[[str], str] = lambda text: text,  # personal identifiers out
+    ) -> None:
         self.settings = settings
         self.messages = messages
         self.port = port
+        self.mask = mask
 
     @property
     def bot_id(self) -> str:
@@ -31,7 +40,7 @@ class History:
             room_id=message.room_id,
             sender=message.sender,
             sender_name=self.port.display_name(message.room_id, message.sender),
-            body=message.body,
+            body=self.mask(message.body),
             ts=message.ts,
             reply_to=message.reply_to,
             thread_root=message.thread_root,

@@ -4,6 +4,7 @@ left, and the answers owed (new, regenerated, or left over from before a restart
 from __future__ import annotations
 
 import logging
+import math
 from typing import Protocol
 
 from bot.config import Settings
@@ -11,7 +12,10 @@ from bot.core.clock import now_ms
 from bot.core.events import TextMessage
 from bot.core.fair_use import SlidingLimit
 from bot.core.history import History
+from bot.core.metrics import Metrics
+from bot.core.personal_data import PersonalData
 from bot.core.ports import ChatPort
+from bot.core.quotas import Quotas, is_exempt, retry_text
 from bot.core.records import AnswerRow, RoomRow
 from bot.core.rooms import Rooms
 from bot.core.stores import ConversationStore
@@ -20,11 +24,17 @@ from bot.core.triggers import Situation, mentions_bot, should_answer
 from bot.texts import say
 
 log = logging.getLogger(__name__)
+# at most one "busy" notice per room in this time: a flood must not become a flood of notices
+BUSY_NOTICE_EVERY_S = 60.0
 
 
 class Answerer(Protocol):
     async def answer(self, row: AnswerRow, is_dm: bool) -> None:
         """Answer once; whatever goes wrong, the person hears back."""
+        ...
+
+    def saturated(self) -> float | None:
+        """None while the queue has room; else about how many seconds a new answer would wait."""
         ...
 
 
@@ -38,6 +48,9 @@ class Questions:
         history: History,
         answerer: Answerer,
         tasks: Tasks,
+        quotas: Quotas | None = None,
+        metrics: Metrics | None = None,
+        personal: PersonalData | None = None,
     ) -> None:
         self.settings = settings
         self.answers = answers
@@ -46,10 +59,14 @@ class Questions:
         self.history = history
         self.answerer = answerer
         self.tasks = tasks
+        self.quotas = quotas
+        self.metrics = metrics
+        self.personal = personal
         self._active: set[int] = set()
         bot = settings.bot
         self.question_limit = SlidingLimit(bot.questions_per_person, bot.fair_use_window_s)
         self.regeneration_limit = SlidingLimit(bot.regenerations_per_person, bot.fair_use_window_s)
+        self.busy_notices = SlidingLimit(1, BUSY_NOTICE_EVERY_S)  # per room
 
     async def ask(self, message: TextMessage, room: RoomRow, is_dm: bool) -> None:
         """A message that may be a question to the bot."""
@@ -57,6 +74,13 @@ class Questions:
             return
         if not self._allowed(self.question_limit, message.sender, room, "limit.questions"):
             return
+        refusal = await self._turned_away(message.sender, room)
+        if refusal is not None:
+            if refusal:
+                self.rooms.notice_later(room.room_id, refusal, message.event_id)
+            return
+        if self.personal is not None:  # identifiers masked before anything is stored
+            message = await self.personal.question(message, room)
         if await self.history.save(message) is None:
             return  # written before its author asked to be forgotten: never answered now
         row = await self.answers.queue_answer(
@@ -69,8 +93,14 @@ class Questions:
         )
         if row is not None:
             self._schedule(row, is_dm)
+            if self.quotas is not None:
+                await self.quotas.asked(message.sender, message.room_id)
         if self.settings.log_content:
             log.debug("question %s in %s: %r", message.event_id, message.room_id, message.body)
+
+    def masked(self, text: str) -> str:
+        """A text people wrote (an edit of a question), its personal identifiers masked."""
+        return self.personal.masked(text) if self.personal is not None else text
 
     async def _addressed(self, message: TextMessage, room: RoomRow, is_dm: bool) -> bool:
         room_id, bot_id = message.room_id, self.port.user_id
@@ -103,7 +133,7 @@ class Questions:
     def _allowed(self, limit: SlidingLimit, person: str, room: RoomRow, notice: str) -> bool:
         """Within the person's fair share; otherwise one notice per window, then silence (a
         refusal must stay cheap when someone keeps asking)."""
-        if person in self.settings.bot.operators:
+        if is_exempt(self.settings, person):
             return True
         verdict = limit.take(person)
         if verdict.allowed:
@@ -123,13 +153,56 @@ class Questions:
         # the person's limit first: it also bounds how many refusals one person can cause
         if not self._allowed(self.regeneration_limit, requester, room, "limit.regenerations"):
             return ""
-        most = self.settings.bot.max_answers_per_question
-        count = await self.answers.siblings(answer.room_id, answer.question_event_id)
-        if count >= most:
-            return say(self.rooms.lang(room), "limit.siblings", count=count)
+        refusal = await self._turned_away(requester, room)
+        if refusal is not None:
+            return refusal
+        if not is_exempt(self.settings, requester):
+            most = self.settings.bot.max_answers_per_question
+            count = await self.answers.siblings(answer.room_id, answer.question_event_id)
+            if count >= most:
+                return say(self.rooms.lang(room), "limit.siblings", count=count)
         sibling = await self.answers.add_sibling(answer, now_ms(), collected=room.collection)
         self._schedule(sibling, self.port.is_dm(answer.room_id))
+        if self.quotas is not None:
+            await self.quotas.asked(requester, answer.room_id)
         return ""
+
+    async def _turned_away(self, person: str, room: RoomRow) -> str | None:
+        """None when the question may be queued; else the notice to give, "" for none."""
+        # the queue first: when it is full, turning people away must not cost a database trip
+        busy = self._busy(room)
+        if busy is not None:
+            return busy
+        return await self._over_quota(person, room)
+
+    def _busy(self, room: RoomRow) -> str | None:
+        """None while the queue has room; else the notice to give ("" to stay silent: one
+        notice per room a minute is enough)."""
+        wait_s = self.answerer.saturated()
+        if wait_s is None:
+            return None
+        if self.metrics is not None:
+            self.metrics.busy_refusals.inc()
+        log.info("queue full: question in %s turned away", room.room_id)
+        if not self.busy_notices.take(room.room_id).allowed:
+            return ""
+        minutes = max(1, math.ceil(wait_s / 60))
+        return say(self.rooms.lang(room), "busy", minutes=minutes)
+
+    async def _over_quota(self, person: str, room: RoomRow) -> str | None:
+        """None within the quotas; else the notice to give ("" after the first refusal of a
+        block: someone who keeps asking is not answered each time)."""
+        if self.quotas is None:
+            return None
+        refusal = await self.quotas.check(person, room.room_id)
+        if refusal is None:
+            return None
+        log.info("quota %s reached in %s", refusal.key, room.room_id)
+        if not refusal.first:
+            return ""
+        lang = self.rooms.lang(room)
+        when = retry_text(lang, refusal.retry_after_s)
+        return say(lang, refusal.key, limit=refusal.limit, when=when)
 
     async def resume(self, dm_rooms: set[str]) -> None:
         """Answers owed from before a restart: finish them once, or drop those too old."""

@@ -91,7 +91,8 @@ class Relay:
         if message.is_edit:
             edit = parse_edit(room_id, event)
             if edit is not None:  # only its own sender's edit, in its own room, counts
-                await self.answers.edit_question(room_id, edit.target, edit.sender, edit.body)
+                body = self.questions.masked(edit.body)
+                await self.answers.edit_question(room_id, edit.target, edit.sender, body)
             return
         if message.msgtype == "m.file":
             file = parse_file(room_id, event)

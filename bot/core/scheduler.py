@@ -1,23 +1,41 @@
-"""A limit on concurrent model requests, handed out round-robin across rooms."""
+"""A limit on concurrent model requests, handed out round-robin across rooms, and how long the
+queue would keep a new question waiting."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+
+# before any answer was timed: a short answer from a busy model
+FIRST_HOLD_S = 10.0
+# weight of the latest hold in the running average: recent answers tell the current pace
+HOLD_WEIGHT = 0.2
 
 
 class FairScheduler:
     """A room with ten queued questions waits its turn like a room with one."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.clock = clock
+        self.average_hold_s = FIRST_HOLD_S
         self._free = limit
         self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
 
     @property
     def queued(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
+
+    def saturated(self, max_waiting: int) -> float | None:
+        """None while fewer than max_waiting answers wait for a slot; else about how many
+        seconds a new one would wait."""
+        waiting = self.queued
+        if waiting < max_waiting:
+            return None
+        return waiting * self.average_hold_s / self.limit
 
     @asynccontextmanager
     async def slot(self, room_id: str) -> AsyncIterator[None]:
@@ -34,9 +52,12 @@ class FairScheduler:
                 else:
                     self._forget(room_id, future)
                 raise
+        started = self.clock()
         try:
             yield
         finally:
+            held = max(0.0, self.clock() - started)
+            self.average_hold_s += HOLD_WEIGHT * (held - self.average_hold_s)
             self._release()
 
     def _forget(self, room_id: str, future: asyncio.Future[None]) -> None:

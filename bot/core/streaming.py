@@ -202,7 +202,8 @@ class ReplyStream:
             if self._finishing.is_set():
                 continue
             text = self._latest_text()
-            if (text, True) == self._sent:
+            # nothing to show yet (a filter holds the text back until it is checked)
+            if not text or (text, True) == self._sent:
                 self._last_look = time.monotonic()
                 continue
             if not await self._publish_one(text):

@@ -1,4 +1,5 @@
-"""Rows in the shapes trainers load: TRL's SFT, KTO and DPO, OpenAssistant trees, Open WebUI."""
+"""Rows in the shapes trainers load: TRL's SFT, KTO and DPO, OpenAssistant trees, Open WebUI,
+and refusals as labelled safety examples (TRL's conversational prompt-completion)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
 from bot.export.source import Answer, ExportSource
 from bot.rag.citations import with_sources
 
-FORMATS = ("sft", "kto", "dpo", "oasst", "openwebui")
+FORMATS = ("sft", "kto", "dpo", "oasst", "openwebui", "refusal")
+# formats read from the refusals the bot showed, never from its answers (and the reverse)
+REFUSAL_FORMATS = frozenset({"refusal"})
 Row = dict[str, Any]
 
 
@@ -62,6 +65,7 @@ class RowMaker:
             "model": answer.model,
             "prompt_version": answer.prompt_version,
             "prompt_sha256": sha256(answer.prompt_text),
+            "policy_sha256": answer.policy_sha256,
             "sampling": answer.sampling,
             "source": source,
             "grounding": GROUNDING[answer.grounded],
@@ -261,12 +265,33 @@ def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
             }
 
 
+def refusal(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
+    """One labelled safety example per refusal: the conversation checked (the system prompt as
+    composed, ending with the question) and the refusal the person was shown, never the text
+    that was flagged (it is not kept). Shaped as TRL's conversational prompt-completion, so
+    that a trainer mixes them into SFT on purpose, not by accident."""
+    for answer in group:
+        if answer.refusal is None:
+            continue
+        metadata = maker.metadata(answer, "refusal", [])
+        metadata["moderation_backend"] = answer.refusal.backend
+        yield {
+            "prompt": maker.prompt(answer),
+            "completion": maker.assistant(answer.text),
+            "label": "refusal",
+            "categories": list(answer.refusal.reasons),
+            "stage": answer.refusal.stage,
+            "metadata": metadata,
+        }
+
+
 BUILDERS: dict[str, Callable[[RowMaker, list[Answer]], Iterator[Row]]] = {
     "sft": sft,
     "kto": kto,
     "dpo": dpo,
     "oasst": oasst,
     "openwebui": openwebui,
+    "refusal": refusal,
 }
 
 

@@ -5,8 +5,12 @@ room collected data and the room still does, and every person whose words are in
 consented to the notice in force (in opt-in mode). Votes, labels and corrections count only from
 people who consented, and one person's votes on an answer count once (their latest standing one).
 A room's own system prompt is included only if the admin who wrote it consented; the default
-prompt always is. Records are found by room and event id together: an event id alone may name
-an event of another room.
+prompt always is, and so is the operators' policy that the model read before it. Records are
+found by room and event id together: an event id alone may name an event of another room.
+
+Refused questions and answers replaced by a refusal never make training rows, not even as the
+context of a later answer; they are read apart (refused=True) as labelled safety examples,
+under the same consent rules, and only when the asker's question is the last turn checked.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from typing import Any
 import aiosqlite
 
 from bot.core.context import conversation_turn
+from bot.core.policy import system_prompt
 from bot.export.grounding import answer_text, exportable_block
 from bot.export.privacy import person_names
+from bot.export.refusals import Refusal, parse_refusal, refused_events
 from bot.storage.conversation_store import message_row
 from bot.storage.export_reader import Key, SqliteExportReader
 from bot.texts import PromptTexts
@@ -53,6 +59,8 @@ class Answer:
     speakers_named: bool = False
     sources_block: str | None = None  # the sources the model read before the question
     grounded: int | None = None  # None: no documents; 0: they did not cover it; 1: grounded
+    policy_sha256: str | None = None  # None: answered before the operators' policy existed
+    refusal: Refusal | None = None  # set only when read as a refusal
     votes: list[dict[str, Any]] = field(default_factory=list)
     labels: list[dict[str, Any]] = field(default_factory=list)
     corrections: list[dict[str, Any]] = field(default_factory=list)
@@ -88,6 +96,7 @@ class ExportSource:
         self.consenting: set[str] = set()
         self.notice_versions: dict[str, int] = {}
         self._room_prompts: dict[tuple[str, int], tuple[str, bool]] = {}
+        self._policies: dict[str, str | None] = {}
 
     async def load_consents(self) -> None:
         """People whose latest word is yes, to the notice in force: a "yes" to an older notice
@@ -112,10 +121,13 @@ class ExportSource:
             or (user_id in self.consenting)
         )
 
-    async def questions(self, since_ms: int, room: str | None) -> AsyncIterator[list[Answer]]:
-        """Exportable answers grouped by question (siblings together), in a stable order."""
+    async def questions(
+        self, since_ms: int, room: str | None, refused: bool = False
+    ) -> AsyncIterator[list[Answer]]:
+        """Exportable answers grouped by question (siblings together), in a stable order; with
+        refused, the refusals shown instead of an answer."""
         group: list[Answer] = []
-        async for answer in self._answers(since_ms, room):
+        async for answer in self._answers(since_ms, room, refused):
             if group and _question(group[0]) != _question(answer):
                 yield group
                 group = []
@@ -123,25 +135,24 @@ class ExportSource:
         if group:
             yield group
 
-    async def _answers(self, since_ms: int, room: str | None) -> AsyncIterator[Answer]:
-        async for batch in self.reader.finished_answers(since_ms, room):
-            for answer in await self._complete(batch):
+    async def _answers(
+        self, since_ms: int, room: str | None, refused: bool
+    ) -> AsyncIterator[Answer]:
+        async for batch in self.reader.finished_answers(since_ms, room, refused):
+            for answer in await self._complete(batch, refused):
                 yield answer
 
-    async def _complete(self, rows: list[aiosqlite.Row]) -> list[Answer]:
+    async def _complete(self, rows: list[aiosqlite.Row], refused: bool) -> list[Answer]:
         if not rows:
             return []
-        answer_keys = [(row["room_id"], row["answer_event_id"]) for row in rows]
         context_keys = {
             (row["room_id"], event_id)
             for row in rows
             for event_id in json.loads(row["context_event_ids"] or "[]")
         }
         messages = await self.reader.by_key("messages", context_keys)
-        # current_votes: one vote per person and answer, however many reactions they left
-        votes = await self.reader.by_key("current_votes", answer_keys, standing_only=True)
-        labels = await self.reader.by_key("labels", answer_keys, standing_only=True)
-        corrections = await self.reader.by_key("corrections", answer_keys)
+        # a refusal example may follow earlier refusals; a training conversation may not
+        tainted = await self._refused_events(context_keys) if not refused else set()
         earlier = await self.reader.grounded_answers(
             key for key, found in messages.items() if found and found[0]["from_bot"]
         )
@@ -149,23 +160,44 @@ class ExportSource:
         grounded_ids += [answer_id for answer_id, _ in earlier.values()]
         sources = await self.reader.answer_sources(grounded_ids) if grounded_ids else {}
         answers = []
-        for row, key in zip(rows, answer_keys, strict=True):
+        for row in rows:
             context = await self._context(row, messages)
-            if context is None or not self._earlier_answers_usable(row, context, earlier, sources):
+            if context is None or any((row["room_id"], t.event_id) in tainted for t in context):
+                continue
+            if not self._earlier_answers_usable(row, context, earlier, sources):
                 continue
             answer = await self._answer(row, context)
-            if row["grounded"] is not None:
-                rows_given = sources.get(row["id"], [])
-                block = exportable_block(row["grounded"], rows_given, answer.lang, self.may_use)
-                if block is None:
-                    continue
-                answer.sources_block, answer.grounded = block, row["grounded"]
-                answer.text = answer_text(answer.text, row["grounded"])
+            if answer is not None and self._ground(answer, row, sources.get(row["id"], [])):
+                answers.append(answer)
+        if not refused:
+            await self._add_feedback(answers)
+        return answers
+
+    async def _refused_events(self, keys: set[Key]) -> set[Key]:
+        return refused_events(await self.reader.refusals_touching(keys))
+
+    def _ground(self, answer: Answer, row: aiosqlite.Row, given: list[dict[str, Any]]) -> bool:
+        """Attach the sources the model read; False when they may not be exported. A question
+        refused before the model (or its passages) had none read: flagged passages stay out."""
+        if row["grounded"] is None or (answer.refusal and answer.refusal.stage != "answer"):
+            return True
+        block = exportable_block(row["grounded"], given, answer.lang, self.may_use)
+        if block is None:
+            return False
+        answer.sources_block, answer.grounded = block, row["grounded"]
+        answer.text = answer_text(answer.text, row["grounded"])
+        return True
+
+    async def _add_feedback(self, answers: list[Answer]) -> None:
+        keys = [(answer.room_id, answer.event_id) for answer in answers]
+        # current_votes: one vote per person and answer, however many reactions they left
+        votes = await self.reader.by_key("current_votes", keys, standing_only=True)
+        labels = await self.reader.by_key("labels", keys, standing_only=True)
+        corrections = await self.reader.by_key("corrections", keys)
+        for answer, key in zip(answers, keys, strict=True):
             answer.votes = self._usable(votes.get(key, []))
             answer.labels = _once_each(self._usable(labels.get(key, [])))
             answer.corrections = self._usable(corrections.get(key, []))
-            answers.append(answer)
-        return answers
 
     def _earlier_answers_usable(
         self,
@@ -190,14 +222,29 @@ class ExportSource:
     def _usable(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [item for item in items if self.may_use(item["sender"])]
 
-    async def _answer(self, row: aiosqlite.Row, context: list[Turn]) -> Answer:
+    async def _answer(self, row: aiosqlite.Row, context: list[Turn]) -> Answer | None:
         lang = row["room_lang"] or self.default_lang
+        refusal = None
+        if row["refusal"] is not None:
+            refusal = parse_refusal(row["refusal"])
+            # the asker's consent is checked through the context: it must end with their question
+            if refusal is None or not refusal.reasons:
+                return None
+            if context[-1].event_id != row["question_event_id"]:
+                return None
         prompt_text, prompt_usable = await self._prompt(row["room_id"], row["prompt_version"], lang)
-        if prompt_usable:
-            context.insert(0, Turn("system", prompt_text, None, None))
+        system: str | None = prompt_text if prompt_usable else None
+        if row["policy_sha256"] is not None:
+            policy = await self._policy(row["policy_sha256"])
+            if policy is None:
+                return None  # what the model read first is not on record: not as it read it
+            system = system_prompt(policy, system, lang)
+        if system is not None:
+            context.insert(0, Turn("system", system, None, None))
         return Answer(
             id=row["id"],
-            event_id=row["answer_event_id"],
+            # a refusal before the model may have no event of its own: a stable stand-in
+            event_id=row["answer_event_id"] or f"{row['question_event_id']}\x00{row['sibling']}",
             room_id=row["room_id"],
             question_event_id=row["question_event_id"],
             sibling=row["sibling"],
@@ -211,7 +258,14 @@ class ExportSource:
             context=context,
             # answers recorded before this was kept were framed as in group rooms unless DMs
             speakers_named=bool(row["speakers_named"]),
+            policy_sha256=row["policy_sha256"],
+            refusal=refusal,
         )
+
+    async def _policy(self, sha256: str) -> str | None:
+        if sha256 not in self._policies:
+            self._policies[sha256] = await self.reader.policy(sha256)
+        return self._policies[sha256]
 
     async def _context(
         self, row: aiosqlite.Row, messages: dict[Key, list[dict[str, Any]]]

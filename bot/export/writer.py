@@ -14,7 +14,7 @@ from typing import TextIO
 from bot import paths
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.errors import OperatorError, UsageError
-from bot.export.formats import BUILDERS, RowMaker
+from bot.export.formats import BUILDERS, REFUSAL_FORMATS, RowMaker
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
 from bot.storage.export_reader import SchemaMismatch, SqliteExportReader
@@ -73,7 +73,7 @@ async def _export(
     try:
         source = ExportSource(
             reader,
-            PromptTexts(settings.bot.prompts_dir),
+            PromptTexts(settings.bot.prompts_dir, settings.guard.policies()),
             settings.bot.default_lang,
             settings.matrix.user_id,
             settings.matrix.display_name,
@@ -122,10 +122,11 @@ async def _write(
     except OSError as exc:
         raise ExportError(f"cannot create {temporary}: {exc.strerror}") from None
     build, count = BUILDERS[request.format], 0
+    refused = request.format in REFUSAL_FORMATS
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             shown = time.monotonic()
-            async for group in source.questions(request.since_ms, request.room):
+            async for group in source.questions(request.since_ms, request.room, refused):
                 for row in build(maker, group):
                     out.write(json.dumps(row, ensure_ascii=False) + "\n")
                     count += 1

@@ -68,6 +68,7 @@ class StreamResult:
 
     finish_reason: str | None = None
     tokens: int = 0
+    prompt_tokens: int = 0  # as the server's usage chunk says (0 when it sends none)
     first_token_at: float | None = None
 
 
@@ -348,6 +349,8 @@ def _delta(data: str, result: StreamResult) -> str:
     usage = chunk.get("usage")
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         result.tokens = usage["completion_tokens"]
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        result.prompt_tokens = max(0, usage["prompt_tokens"])
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise LLMError(Failure.BAD_RESPONSE, "chunk has no choices")

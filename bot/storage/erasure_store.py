@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from bot.core.pseudonyms import LocalPseudonyms
 from bot.storage.connection import Database
+from bot.storage.incident_store import SqliteIncidents
+from bot.storage.local_keys import PEOPLE_KEY, local_key
 
 
 class SqliteErasure:
@@ -10,6 +13,7 @@ class SqliteErasure:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.incidents = SqliteIncidents(db)
 
     async def forget(self, user_id: str, now: int) -> None:
         """Erase everything stored about a person; only the fact of erasure stays."""
@@ -19,6 +23,10 @@ class SqliteErasure:
         for table in ("votes", "labels", "corrections", "undecrypted"):
             await self.db.write(f"DELETE FROM {table} WHERE sender = ?", user_id)
         await self.db.write("DELETE FROM consents WHERE user_id = ?", user_id)
+        await self.db.write("DELETE FROM pii_reminded WHERE user_id = ?", user_id)
+        # incidents stay counted under the person's keyed hash; their words go
+        people = LocalPseudonyms(await local_key(self.db, PEOPLE_KEY))
+        await self.incidents.forget(people.of(user_id))
         # a room's prompt history stays (it is the room's configuration), without its author
         await self.db.write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
         await self.db.write(
@@ -59,11 +67,12 @@ class SqliteErasure:
             built_on = await self.db.all(
                 "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, "
                 f"text = NULL, erased_at = COALESCE(erased_at, ?) WHERE {condition} "
-                "RETURNING answer_event_id",
+                "RETURNING id, answer_event_id",
                 now,
                 *args,
             )
             pending += [row["answer_event_id"] for row in built_on if row["answer_event_id"]]
+            await self.incidents.forget_answers([row["id"] for row in built_on])
             await self.db.write(
                 "INSERT INTO erased_events (room_id, event_id, erased_at) VALUES (?, ?, ?) "
                 "ON CONFLICT DO NOTHING",

@@ -33,6 +33,13 @@ def _per_room(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:
             yield room_id, event_ids[start : start + BATCH]
 
 
+# the model's answers: finished, never refused nor replaced by a refusal
+_ANSWERS = "a.status IN ('complete', 'cut') AND a.refusal IS NULL AND a.answer_event_id IS NOT NULL"
+# refusals shown to a person: before the model (status error, no model call) or in place of an
+# answer the model wrote (complete or cut)
+_REFUSALS = "a.status IN ('complete', 'cut', 'error') AND a.refusal IS NOT NULL"
+
+
 class SchemaMismatch(Exception):
     def __init__(self, found: int, known: int) -> None:
         super().__init__(f"schema {found}, code {known}")
@@ -79,13 +86,14 @@ class SqliteExportReader:
                 yield row
 
     async def finished_answers(
-        self, since_ms: int, room: str | None
+        self, since_ms: int, room: str | None, refused: bool = False
     ) -> AsyncIterator[list[aiosqlite.Row]]:
-        """Answers that may be exported, in batches, siblings of a question together."""
+        """Answers that may be exported, in batches, siblings of a question together: the
+        model's answers, or (refused) the refusals shown instead of one."""
         query = (
             "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
-            "WHERE a.status IN ('complete', 'cut') AND a.erased_at IS NULL "
-            "AND a.text IS NOT NULL AND a.answer_event_id IS NOT NULL AND r.collection = 1 "
+            f"WHERE {_REFUSALS if refused else _ANSWERS} AND a.erased_at IS NULL "
+            "AND a.text IS NOT NULL AND r.collection = 1 "
             "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
             "ORDER BY a.room_id, a.question_event_id, a.sibling"
         )
@@ -98,6 +106,30 @@ class SqliteExportReader:
                     batch = []
         if batch:
             yield batch
+
+    async def policy(self, sha256: str) -> str | None:
+        """The operators' policy text an answer's model read first, by its hash."""
+        async with self.conn.execute(
+            "SELECT text FROM policies WHERE sha256 = ?", (sha256,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row is not None else None
+
+    async def refusals_touching(self, keys: Iterable[Key]) -> list[dict[str, Any]]:
+        """Refused or replaced answers whose question or shown refusal is one of keys: room_id,
+        question_event_id, answer_event_id, refusal."""
+        found: list[dict[str, Any]] = []
+        for room_id, chunk in _per_room(keys):
+            marks = ", ".join("?" * len(chunk))
+            # one select per column, so that each reads its own index (an OR reads the room's)
+            query = " UNION ALL ".join(
+                "SELECT room_id, question_event_id, answer_event_id, refusal FROM answers "
+                f"WHERE room_id = ? AND {column} IN ({marks}) AND refusal IS NOT NULL"
+                for column in ("question_event_id", "answer_event_id")
+            )
+            async with self.conn.execute(query, [room_id, *chunk] * 2) as cursor:
+                found += [dict(row) async for row in cursor]
+        return found
 
     async def prompt(self, room_id: str, version: int) -> aiosqlite.Row | None:
         """A room's prompt version: text, set_by."""

@@ -87,6 +87,17 @@ class SqliteRooms:
         )
         return [_prompt(row) for row in rows]
 
+    async def remember_policy(self, sha256: str, lang: str, text: str, now: int) -> None:
+        """The operators' policy as the model read it, kept once for exports."""
+        await self.db.write(
+            "INSERT INTO policies (sha256, lang, text, first_used) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            sha256,
+            lang,
+            text,
+            now,
+        )
+
 
 def _prompt(row: aiosqlite.Row) -> PromptRow:
     return PromptRow(

@@ -12,8 +12,11 @@ from bot.storage.crypto_store import SqliteCryptoBookkeeping
 from bot.storage.document_store import SqliteDocuments
 from bot.storage.erasure_store import SqliteErasure
 from bot.storage.feedback_store import SqliteFeedback
+from bot.storage.incident_store import SqliteIncidents
+from bot.storage.reminder_store import SqliteReminders
 from bot.storage.room_store import SqliteRooms
 from bot.storage.sync_store import SqliteSyncPosition
+from bot.storage.usage_store import SqliteUsage
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class Store:
     erasure: SqliteErasure
     crypto: SqliteCryptoBookkeeping
     documents: SqliteDocuments
+    usage: SqliteUsage
+    incidents: SqliteIncidents
+    reminders: SqliteReminders
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -42,6 +48,9 @@ class Store:
             erasure=SqliteErasure(db),
             crypto=SqliteCryptoBookkeeping(db),
             documents=SqliteDocuments(db),
+            usage=SqliteUsage(db),
+            incidents=SqliteIncidents(db),
+            reminders=SqliteReminders(db),
         )
 
     async def close(self) -> None:

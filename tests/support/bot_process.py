@@ -39,6 +39,7 @@ class BotProcess:
         data: dict[str, Any] | None = None,
         llm_settings: dict[str, Any] | None = None,
         rag: dict[str, Any] | None = None,
+        guard: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
         log_format: str = "text",
     ) -> None:
@@ -78,6 +79,7 @@ class BotProcess:
                 },
                 "ops": {"port": self.ops_port},
                 "rag": rag or {},
+                "guard": guard or {},
             },
             {"data_dir": str(self.data_dir), "log_level": log_level, "log_format": log_format},
         )

@@ -25,6 +25,7 @@ class ModelRun:
     error: LLMError | None = None
     stopped: bool = False  # cut short: nothing more could be shown
     replaced_by: list[str] = field(default_factory=list)  # filters that replaced the text
+    halted: bool = False  # a filter replaced the whole answer: the model was stopped
 
 
 class FilteredText:
@@ -40,9 +41,12 @@ class FilteredText:
         shown = self.answer.text()
         for output_filter in self.filters:
             verdict = output_filter.streaming(shown)
+            shown = verdict.text
             if verdict.replaced and output_filter.name not in self.run.replaced_by:
                 self.run.replaced_by.append(output_filter.name)
-            shown = verdict.text
+            if verdict.halt:
+                self.run.halted = True
+                break
         return shown
 
 
@@ -97,5 +101,7 @@ class Generator:
                     if run.text.full or stream.overflowed or stream.refused:
                         run.stopped = True
                         break
+                    if run.halted:
+                        break  # replaced for good: nothing more of the model's is shown
         except LLMError as exc:
             run.error = exc

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from bot.config import Settings
 from bot.core.clock import now_ms
@@ -14,6 +15,7 @@ from bot.core.context import fit_turns
 from bot.core.metrics import Metrics
 from bot.core.pipeline.generate import Generator, ModelRun
 from bot.core.pipeline.grounding import Grounding
+from bot.core.pipeline.moderation import answer_refusal
 from bot.core.pipeline.publish import Publisher
 from bot.core.pipeline.record import Recorder
 from bot.core.pipeline.stages import AnswerJob, ContextSource, OutputFilter, RequestFilter
@@ -28,6 +30,12 @@ from bot.texts import say
 
 log = logging.getLogger(__name__)
 TYPING_REFRESH_S = 20
+
+
+class TokenMeter(Protocol):
+    async def spent(self, person: str, room_id: str, tokens: int) -> None: ...
+
+
 TYPING_DELAY_S = 0.8
 
 
@@ -40,6 +48,7 @@ class AnswerPipeline:
         request_filters: Sequence[RequestFilter] = (),
         output_filters: Sequence[OutputFilter] = (),
         grounding: Grounding | None = None,
+        quotas: TokenMeter | None = None,
     ) -> None:
         self.settings = settings
         self.answers, self.rooms, self.model, self.port, metrics = parts
@@ -51,6 +60,11 @@ class AnswerPipeline:
         self.publisher = Publisher(settings.bot, self.port)
         self.generator = Generator(self.model)
         self.recorder = Recorder(self.answers, metrics, self.port.user_id)
+        self.quotas = quotas
+
+    def saturated(self) -> float | None:
+        """The expected wait, in seconds, once too many answers wait for the model."""
+        return self.scheduler.saturated(self.settings.llm.max_queued_answers)
 
     async def answer(self, row: AnswerRow, is_dm: bool) -> None:
         """Answer once; whatever goes wrong, the person hears back."""
@@ -125,9 +139,12 @@ class AnswerPipeline:
         # however slow, takes the final text (stage 6), then the record (stage 7).
         answer = await self._filtered(run, filters)
         outcome = await self.publisher.conclude(job, stream, run, answer)
-        await self.recorder.finished(job, stream, run, outcome)
+        await self.recorder.finished(job, stream, run, outcome, answer_refusal(filters))
         if self.grounding is not None:
             await self.grounding.record(job)
+        if self.quotas is not None:
+            tokens = run.result.tokens + run.result.prompt_tokens
+            await self.quotas.spent(job.question.sender, job.row.room_id, tokens)
 
     async def _refused(self, job: AnswerJob) -> bool:
         for request_filter in self.request_filters:
@@ -140,6 +157,13 @@ class AnswerPipeline:
                     status="error",
                     error=f"refused by {request_filter.name}: {refusal.reason}",
                     finished_at=now_ms(),
+                    # what the refusal was about, for statistics and labelled safety examples
+                    text=refusal.notice,
+                    refusal=refusal.record,
+                    context_event_ids=[turn.event_id for turn in job.turns if turn.event_id],
+                    prompt_version=job.prompt_version,
+                    policy_sha256=job.policy_sha256,
+                    speakers_named=int(not job.is_dm),
                 )
                 q = job.question
                 await send_notice(self.port, q.room_id, refusal.notice, q.event_id, q.thread_root)
@@ -165,7 +189,9 @@ class AnswerPipeline:
         answer = run.text.text()
         for output_filter in filters:
             verdict = await output_filter.final(answer)
+            answer = verdict.text
             if verdict.replaced and output_filter.name not in run.replaced_by:
                 run.replaced_by.append(output_filter.name)
-            answer = verdict.text
+            if verdict.halt:
+                break  # the answer was replaced whole: no later filter decorates it
         return answer

@@ -31,6 +31,7 @@ class Recorder:
             status="streaming",
             request_messages=messages,
             prompt_version=job.prompt_version,
+            policy_sha256=job.policy_sha256,
             model=model,
             sampling=sampling.as_dict(),
             context_event_ids=[turn.event_id for turn in job.turns if turn.event_id],
@@ -44,7 +45,12 @@ class Recorder:
         await self.answers.save_message(self._message(job, event_id, ""))
 
     async def finished(
-        self, job: AnswerJob, stream: ReplyStream, run: ModelRun, outcome: Outcome
+        self,
+        job: AnswerJob,
+        stream: ReplyStream,
+        run: ModelRun,
+        outcome: Outcome,
+        refusal: str | None = None,  # answers.refusal, when moderation replaced the answer
     ) -> None:
         result = run.result
         if stream.refused is not None:
@@ -63,6 +69,7 @@ class Recorder:
             first_visible_at=int(visible * 1000) if visible else None,
             finished_at=now_ms(),
             stages={"sources": job.sources, "filters": job.filters, "replaced": run.replaced_by},
+            refusal=refusal,
         )
         if stream.event_id:
             await self.answers.save_message(self._message(job, stream.event_id, outcome.final))

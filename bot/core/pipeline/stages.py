@@ -19,8 +19,9 @@ class AnswerJob:
     room: RoomRow
     lang: str
     is_dm: bool
-    system: str = ""  # the system prompt
+    system: str = ""  # the system prompt: the operators' policy, then the room's prompt
     prompt_version: int = 0
+    policy_sha256: str | None = None
     turns: list[Turn] = field(default_factory=list)  # what the model reads, oldest first
     sources: list[str] = field(default_factory=list)  # context sources that added something
     filters: list[str] = field(default_factory=list)  # filters that looked at it
@@ -35,6 +36,7 @@ class Refusal:
 
     reason: str
     notice: str
+    record: str | None = None  # answers.refusal, when the refusal is a guardrail's
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class Verdict:
     text: str
     replaced: bool = False
     reason: str | None = None
+    # the answer ends here: the model is stopped, and no later filter touches the text
+    halt: bool = False
 
 
 class ContextSource(Protocol):

@@ -1,0 +1,32 @@
+"""What a moderation backend is asked and what it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The text to check, with what came before it when that matters (an answer is judged
+    against the question it answers)."""
+
+    role: Literal["user", "assistant"]  # whose text is checked
+    text: str
+    question: str | None = None  # for an answer: the question it answers
+    lang: str = "fr"
+
+
+class ModerationUnavailable(Exception):
+    """The backend could not tell: down, slow, or answering something it should not."""
+
+
+class Moderator(Protocol):
+    name: str  # "rules", "llama_guard", "openai"
+
+    async def check(self, exchange: Exchange) -> tuple[str, ...]:
+        """The categories the text falls under (empty: none); ModerationUnavailable when the
+        backend cannot tell. Bounded in time by the backend itself."""
+        ...
+
+    async def aclose(self) -> None: ...

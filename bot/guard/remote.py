@@ -1,0 +1,87 @@
+"""What the server-backed moderation backends share: one JSON POST bounded in time and size,
+and texts bounded before they are sent. A server may be down, slow or hostile; whatever goes
+wrong is one ModerationUnavailable whose reason holds neither the text nor the key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from bot.guard.ports import ModerationUnavailable
+
+# A verdict is a few bytes and an OpenAI moderation result about 2 KiB: nothing sane comes near.
+MAX_RESPONSE_BYTES = 64 * 1024
+# A whole Matrix message (bot.core.events.MAX_BODY_CHARS is 20,000) is checked uncut; a longer
+# text loses its middle, which keeps each request's cost bounded.
+MAX_CHECKED_CHARS = 24_000
+ELISION = "\n[…]\n"
+
+
+def api_key(secret: SecretStr | None) -> str | None:
+    """The key as sent in a header, which only takes ASCII: refused at start, not at each call."""
+    if secret is None:
+        return None
+    key = secret.get_secret_value()
+    if not key.isascii() or not key.isprintable():
+        raise ValueError("a moderation api_key must be printable ASCII")
+    return key
+
+
+def client(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        transport=transport,
+    )
+
+
+def bounded(text: str, limit: int = MAX_CHECKED_CHARS) -> str:
+    """The text, or its start and its end when longer than limit: hostile content placed at
+    either end, where instructions and payloads sit, is still seen."""
+    if len(text) <= limit:
+        return text
+    half = (limit - len(ELISION)) // 2
+    return text[:half] + ELISION + text[-half:]
+
+
+async def post_json(
+    http: httpx.AsyncClient, url: str, body: dict[str, Any], key: str | None, timeout_s: float
+) -> Any:
+    """The parsed JSON answer of a 200; ModerationUnavailable for anything else."""
+    # compressed answers could expand past the bound inside a single chunk: not accepted
+    headers = {"Accept-Encoding": "identity"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with http.stream("POST", url, json=body, headers=headers) as response:
+                raw = await _body(response)
+    except TimeoutError:
+        raise ModerationUnavailable(f"no answer within {timeout_s:g} s") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise ModerationUnavailable(type(exc).__name__) from None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: 64 KiB of nested brackets
+        raise ModerationUnavailable("answer is not JSON") from None
+
+
+async def _body(response: httpx.Response) -> bytes:
+    if response.status_code != 200:
+        raise ModerationUnavailable(f"HTTP {response.status_code}")
+    if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        raise ModerationUnavailable("compressed answer")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise ModerationUnavailable(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():  # identity: the bytes as sent
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise ModerationUnavailable(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
