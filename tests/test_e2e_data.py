@@ -179,7 +179,7 @@ async def test_a_session_becomes_consented_pseudonymous_rows_in_every_format(
     assert haiku_first != haiku_second
     # the stand-in echoes the speaker-named turn: names come out masked
     capital = "Réponse à « <NAME>: quelle est la capitale de la France ? »"
-    mail = "Réponse à « <NAME>: écris à <EMAIL>, voir <URL> »"
+    mail = "Réponse à « <NAME>: écris à [EMAIL], voir <URL> »"  # masked before storage
     sft = exported["sft"]
     assert sorted((r["metadata"]["source"], r["messages"][-1]["content"]) for r in sft) == sorted(
         [("vote", capital), ("correction", "Huit pattes."), ("vote", haiku_second),

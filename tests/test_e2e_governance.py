@@ -78,7 +78,8 @@ async def test_mode_all_lang_en_help_and_unknown_commands(make_user, start_bot, 
     asked = await alice.send(room, "No mention here, still answered?")
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
     system = llm.requests[-1]["body"]["messages"][0]["content"]
-    assert system.endswith(PromptTexts(None).system("en"))  # the English default prompt
+    prompts = PromptTexts(None)  # the English policy and default prompt
+    assert system == system_prompt(prompts.policy("en"), prompts.system("en"), "en")
     await alice.send(room, "!lucie prompt show")
     shown = await alice.wait_for(room, notice_with("Room instructions", bot.user_id, seen))
     assert "default" in shown[0] and "> You are Lucie" in shown[0]

@@ -87,6 +87,8 @@ async def test_a_flagged_question_is_refused_without_the_model_and_operators_are
         in metrics
     )
 
+    await alice.sync()
+    assert len(notice_with("🛡️", bot.user_id)(alice.events[alerts])) == 1  # one line per incident
     await alice.send(room, "!lucie stats")
     stats = await alice.wait_for(room, notice_with("Refus", bot.user_id, seen + 1))
     assert category_name("S9", "fr") in stats[0] and "question 1" in stats[0]

@@ -275,3 +275,20 @@ async def test_a_damaged_database_is_one_line(tmp_path):
     result = await export_command(tmp_path)
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot read the database" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_an_answer_whose_question_was_edited_afterwards_is_not_exported(records, tmp_path):
+    """What is exported is what the model read: an edit made after the answer changes the
+    question kept (people may take back what they wrote), so that answer no longer goes out."""
+    await records.consent(ALICE)
+    for n in (1, 2):
+        await records.message(ROOM, f"$q{n}", ALICE, f"question {n}")
+        await records.answer(ROOM, f"$q{n}", f"$a{n}", f"réponse {n}")
+        await records.vote(ROOM, f"$a{n}", ALICE)
+    await records.conn.execute(
+        "UPDATE messages SET body = 'question 1, réécrite', edited_at = ? WHERE event_id = '$q1'",
+        (records.ts + 10_000,),
+    )
+    for name in ("sft", "kto", "oasst", "openwebui"):
+        text = json.dumps(await rows(tmp_path, name), ensure_ascii=False)
+        assert "réponse 2" in text and "réponse 1" not in text and "réécrite" not in text, name

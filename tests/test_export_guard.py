@@ -140,7 +140,7 @@ async def test_refusals_are_safety_examples_only_with_everyones_consent(records,
         {"role": "system", "content": system},
         {"role": "user", "content": "bonjour"},
         {"role": "assistant", "content": "bonjour à vous"},
-        {"role": "user", "content": "<NAME> ici, écrivez à <EMAIL> : une arme ?"},
+        {"role": "user", "content": "<NAME> ici, écrivez à [EMAIL] : une arme ?"},
     ]
     assert question["completion"] == [{"role": "assistant", "content": REFUSED}]
     assert answer["completion"] == [{"role": "assistant", "content": REPLACED}]
@@ -199,7 +199,8 @@ async def test_the_exported_system_message_is_the_policy_then_the_rooms_section(
     with_room = system("avec consignes")
     assert with_room == system_prompt(POLICY, "Réponds en alexandrins.", "fr")
     assert with_room.startswith(POLICY)
-    assert with_room.endswith(f"{section}\n\nRéponds en alexandrins.")
+    end = say("fr", "guard.room_section_end")
+    assert with_room.endswith(f"{section}\n\nRéponds en alexandrins.\n\n{end}")
     assert system("consignes de carol") == POLICY  # the room's section goes, the policy stays
     assert system("consignes par défaut") == system_prompt(POLICY, default, "fr")
     assert system("ancienne par défaut") == default  # answers from before policies: unchanged

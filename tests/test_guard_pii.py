@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 import time
+import unicodedata
 
 import pytest
 
@@ -146,6 +148,131 @@ def test_postal_addresses_are_masked_whole(text: str, expected: str) -> None:
     assert masked(text) == (expected, ("address",))
 
 
+# --- written to slip past: invisible characters, look-alike digits and spaces -------------------
+
+NIR = "2 55 08 14 168 025 38"
+IBAN = "FR76 3000 6000 0112 3456 7890 189"
+PHONE = "06 12 34 56 78"
+EMAIL = "marie.curie@exemple.fr"
+IDENTIFIERS = [(NIR, "[NIR]"), (IBAN, "[IBAN]"), (PHONE, "[PHONE]"), (EMAIL, "[EMAIL]")]
+# format characters (Unicode category Cf): zero-width space, soft hyphen, word joiner,
+# left-to-right mark, right-to-left override, zero-width no-break space (BOM)
+INVISIBLE = ["\u200b", "\u00ad", "\u2060", "\u200e", "\u202e", "\ufeff"]
+
+
+@pytest.mark.parametrize("invisible", INVISIBLE)
+@pytest.mark.parametrize(("identifier", "token"), IDENTIFIERS)
+def test_format_characters_inside_an_identifier_do_not_hide_it(
+    identifier: str, token: str, invisible: str
+) -> None:
+    middle = len(identifier) // 2
+    once = identifier[:middle] + invisible + identifier[middle:]
+    everywhere = invisible.join(identifier)
+    for written in (once, everywhere):
+        assert masked(f"Voici : {written}, merci.") == (
+            f"Voici : {token}, merci.",
+            (token[1:-1].lower(),),
+        )
+
+
+def full_width(text: str) -> str:
+    """Digits, letters and signs of the ASCII range written in their full-width forms."""
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in text)
+
+
+@pytest.mark.parametrize(("identifier", "token"), IDENTIFIERS)
+def test_full_width_digits_letters_and_at_sign_are_read_as_ascii(
+    identifier: str, token: str
+) -> None:
+    assert full_width("06") == "\uff10\uff16"
+    assert masked(f"Voici : {full_width(identifier)}.") == (
+        f"Voici : {token}.",
+        (token[1:-1].lower(),),
+    )
+    assert masked("jean\uff20exemple.fr") == ("[EMAIL]", ("email",))  # only the at sign
+
+
+# thin space, figure space, narrow no-break space, ideographic space, em space
+SPACES = ["\u2009", "\u2007", "\u202f", "\u3000", "\u2003"]
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize(("identifier", "token"), IDENTIFIERS[:3])
+def test_any_unicode_space_separates_groups(identifier: str, token: str, space: str) -> None:
+    written = identifier.replace(" ", space)
+    assert masked(f"Voici{space}: {written}.") == (f"Voici : {token}.", (token[1:-1].lower(),))
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "06/12/34/56/78",
+        "06-12 34 56 78",
+        "06.12-34 56/78",
+        "06 1234 5678",
+        "0612 34 56 78",
+        "06 12 34 5678",
+        "06 20 12 34 56",
+        "+33 612 345 678",
+        "+33 6 1234 5678",
+        "+33/6/12/34/56/78",
+        "+33 06 12 34 56 78",
+        "\u2068+33\u2069 6 12 34 56 78",  # bidirectional isolates around the country code
+    ],
+)
+def test_phone_numbers_with_mixed_separators_and_groups_are_masked(phone: str) -> None:
+    assert masked(f"Mon portable : {phone}.") == ("Mon portable : [PHONE].", ("phone",))
+
+
+def test_a_phone_number_right_after_a_date_is_masked() -> None:
+    # "01/02/2024 06" is ten digits, refused as a date: the number starting inside is found
+    text = "Depuis le 01/02/2024 06 12 34 56 78 est mon numéro, et le 06/12/2024 10 h."
+    assert masked(text) == (
+        "Depuis le 01/02/2024 [PHONE] est mon numéro, et le 06/12/2024 10 h.",
+        ("phone",),
+    )
+
+
+@pytest.mark.parametrize(
+    "iban",
+    [
+        "FR76-3000-6000-0112-3456-7890-189",
+        "FR76\u202f3000\u202f6000\u202f0112\u202f3456\u202f7890\u202f189",
+    ],
+)
+def test_iban_with_dashes_or_narrow_spaces_is_masked(iban: str) -> None:
+    assert masked(f"IBAN {iban} merci") == ("IBAN [IBAN] merci", ("iban",))
+
+
+@pytest.mark.parametrize("address", ["o'brien@x.fr", "o’brien@x.fr", "a!b#c$d%e&f=g?h^i/j@x.fr"])
+def test_apostrophes_and_other_signs_before_the_at_sign_are_masked(address: str) -> None:
+    assert masked(f"Écrivez à {address} demain") == ("Écrivez à [EMAIL] demain", ("email",))
+
+
+def test_the_text_returned_is_the_normalised_text_with_lines_and_accents_kept() -> None:
+    # invisible characters go, every space becomes a plain space, compatibility forms their
+    # plain letters; line breaks, tabs, accents and ordinary punctuation stay as written
+    text = "Bonjour\u200b,\n\n\tl\u2019été\u00a0: « ça va » ?\r\nﬁn – 1\u202f250\u00a0€"
+    assert mask_personal_data(text) == Masked(
+        "Bonjour,\n\n\tl\u2019été : « ça va » ?\r\nfin – 1 250 €", ()
+    )
+    assert mask_personal_data("e\u0301te\u0301").text == "été"  # composed, as NFKC does
+    # what is returned reads the same when checked again
+    hostile = "Tél\u00a0: ０６\u200b12\u2009３４ 56 78, IBAN FR76\u202f3000 6000 0112 3456 7890 189"
+    once = mask_personal_data(hostile)
+    assert once.text == "Tél : [PHONE], IBAN [IBAN]" and once.kinds == ("iban", "phone")
+    assert mask_personal_data(once.text) == Masked(once.text, ())
+
+
+def test_normalising_leaves_no_format_character_nor_other_space_and_is_stable() -> None:
+    """Every character Python knows, at once: what NFKC makes is never to be dropped again."""
+    every = "".join(chr(code) for code in range(sys.maxunicode + 1) if not 0xD800 <= code < 0xE000)
+    once = pii.normalised(every)
+    left = {char for char in once if unicodedata.category(char) in ("Cf", "Zs")}
+    assert left == {" "}
+    assert pii.normalised(once) is once
+
+
 # --- false positives: ordinary French numbers stay --------------------------------------------
 
 
@@ -166,10 +293,19 @@ def test_postal_addresses_are_masked_whole(text: str, expected: str) -> None:
         "Il a couru 3 rues plus loin ; appelez le 15, le 17 ou le 112.",
         "Le hash de45a1b2c3d4e5f60718293a4b5c6d7e8f901234 est dans le journal.",
         "Score : 10-12, 08-09, en 1998 puis en 2018.",
+        "Rendez-vous le 06/12/2024 à 12:30, ou le 06/12/2024 10 h, ou le 06-12-2024 12 h 30.",
+        "Le 01.02.2024 15 h, le 05 06 2024 16h, de 12:30 à 14:00.",
+        "Le 06/12/2024, à 12:30, 1 250 000 € selon l'article L. 121-1.",
     ],
 )
 def test_ordinary_numbers_are_left_alone(text: str) -> None:
     assert mask_personal_data(text) == Masked(text, ())
+
+
+def test_ordinary_numbers_with_typographic_spaces_are_left_alone() -> None:
+    text = "Le 06/12/2024\u202fà 12:30, 1\u202f250\u202f000\u00a0€ (article L.\u00a0121-1)."
+    plain = "Le 06/12/2024 à 12:30, 1 250 000 € (article L. 121-1)."
+    assert mask_personal_data(text) == Masked(plain, ())
 
 
 # --- several kinds, overlaps, order -----------------------------------------------------------
@@ -234,6 +370,19 @@ HOSTILE = [
     fill("75007 Paris-"),
     "75007 " + "P" * SIZE,
     fill("1 bis "),
+    fill("\u200b"),
+    fill("0\u00ad6"),
+    fill("０６ "),
+    fill("06/12/2024 10 "),
+    fill("01/02/2024 06 1"),
+    fill("+33 06 12 34 "),
+    fill("o'"),
+    fill("a'b@"),
+    fill("FR76-3000-"),
+    # NFKC writes U+FDFA out in 18 letters (the most it expands): as long as the others once
+    # normalised
+    "\ufdfa" * (SIZE // 18),
+    "".join(map(chr, range(0x10000, 0x10000 + SIZE))),  # as many distinct characters as can be
 ]
 BENIGN = fill(
     "Bonjour, je voudrais savoir comment déclarer mes revenus de 2024 avant le 12/05/2024, "

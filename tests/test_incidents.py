@@ -223,6 +223,50 @@ async def test_a_hostile_category_is_shown_plainly(bench):
     assert "\x00" not in row["category"]
 
 
+async def test_a_link_named_as_a_category_is_not_a_link_anywhere(bench):
+    b = await bench(guard={"alert_room": ALERTS})
+    phishing = "[Re-verify your account](https://evil.example/x)"
+    await b.incidents.record(incident(category=phishing))
+    await b.incidents.record(incident(category="x\u2028&#8238;y"))
+    await b.settle()
+    (_, content), (_, second) = b.port.sent
+    for shown in (content["body"], content["formatted_body"], second["body"]):
+        assert "evil.example" not in shown and "](" not in shown and "href" not in shown
+        assert "\u2028" not in shown and "&#8238;" not in shown
+    first_row, second_row = await rows(b.store)
+    assert first_row["category"] == "Re-verify_your_account_https_//evil_example/x"
+    assert second_row["category"] == "x_8238_y"
+
+
+def flag_labels(metrics: Metrics) -> dict[str, float]:
+    """The moderation_flags counts by category label."""
+    counts: dict[str, float] = {}
+    for metric in metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "lucie_bot_moderation_flags_total":
+                category = sample.labels["category"]
+                counts[category] = counts.get(category, 0) + sample.value
+    return counts
+
+
+async def test_metrics_label_only_categories_the_bot_or_its_operators_know(bench):
+    """A hostile server may name any category in every answer; each new label value would be
+    a time series kept for good."""
+    rule = {"category": "fraude", "words": ["arnaque"]}
+    b = await bench(guard={"actions": {"S6": "log", "house/policy": "refuse"}, "rules": [rule]})
+    known = ["S1", "S14", "prompt_injection", "unavailable", "unknown"]
+    known += ["violence/graphic", "self-harm/intent", "illicit/violent", "S6"]
+    known += ["house/policy", "fraude"]
+    for category in known:
+        await b.incidents.record(incident(category=category))
+    for n in range(64):
+        await b.incidents.record(incident(category=f"random-{n}-{n * 7919 % 1000}"))
+    await b.incidents.record(incident(category="[evil](https://evil.example)"))
+    assert flag_labels(b.metrics) == {**dict.fromkeys(known, 1.0), "other": 65.0}
+    stored = {row["category"] for row in await rows(b.store)}
+    assert len(stored) == len(known) + 65  # the rows keep each name, made safe
+
+
 def command(room_id: str, sender: str, body: str) -> TextMessage:
     return TextMessage(room_id, "$cmd", sender, 1, "m.text", body, None, None, None, (), False)
 
@@ -283,7 +327,8 @@ async def test_forget_me_clears_the_texts_and_the_reminder_but_keeps_the_counts(
     assert done.startswith("Everything about you has been erased")
     alice, alice_answer, bob = await rows(b.store)
     assert alice["text"] is None and alice_answer["text"] is None
-    assert bob["text"] == SECRET
+    assert alice["sender"] == alice_answer["sender"] == "erased"
+    assert bob["text"] == SECRET and bob["sender"] == b.pseudonyms.of("@bob:x")
     reminded = await b.store.db.all("SELECT user_id FROM pii_reminded")
     assert [row["user_id"] for row in reminded] == ["@bob:x"]
     stats = await run(commands, "!a:x", "@admin:x", "!lucie stats")
@@ -291,13 +336,23 @@ async def test_forget_me_clears_the_texts_and_the_reminder_but_keeps_the_counts(
     await b.store.db.checkpoint()
 
 
-async def test_incidents_forget_clears_one_persons_texts(bench):
+async def test_incidents_forget_clears_one_persons_texts_and_hash(bench, tmp_path):
+    """The key stays (quotas and other people's incidents need it), so a hash left behind would
+    still name the person to anyone who can compute it again."""
     b = await bench(log_content=True)
     await b.incidents.record(incident(sender="@alice:x"))
+    await b.incidents.record(incident(sender="@alice:x", stage="answer"))
     await b.incidents.record(incident(sender="@bob:x"))
+    hashed = b.pseudonyms.of("@alice:x")
     await b.incidents.forget("@alice:x")
-    alice, bob = await rows(b.store)
-    assert alice["text"] is None and bob["text"] == SECRET
+    alice, alice_again, bob = await rows(b.store)
+    assert alice["text"] is None and alice_again["text"] is None and bob["text"] == SECRET
+    assert alice["sender"] == alice_again["sender"] == "erased"
+    assert bob["sender"] == b.pseudonyms.of("@bob:x")
+    assert alice["category"] == "S1" and alice_again["stage"] == "answer"  # still counted
+    await b.store.db.checkpoint()  # secure_delete zeroes what the update overwrote
+    on_disk = b"".join(path.read_bytes() for path in tmp_path.glob("bot.db*"))
+    assert hashed.encode() not in on_disk and b.pseudonyms.of("@bob:x").encode() in on_disk
 
 
 async def test_an_erased_question_takes_the_text_of_its_incident(bench):

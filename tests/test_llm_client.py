@@ -210,6 +210,9 @@ async def test_the_usage_chunk_gives_prompt_and_answer_tokens():
         usages.append({"prompt_tokens": "many", "completion_tokens": 3})  # not a number
         _, result = await collect(model)
         assert result.prompt_tokens == 0 and result.tokens == 3
+        usages.append({"prompt_tokens": 10**30, "completion_tokens": -5})  # a hostile server
+        _, result = await collect(model)
+        assert result.prompt_tokens == 10_000_000 and result.tokens == 0
     finally:
         await model.aclose()
         await runner.cleanup()

@@ -95,7 +95,7 @@ async def test_commands_consent_and_regeneration_through_the_relay(parts, llm):
     assert (await store.feedback.consent("@member:x"))[0] == "yes"
 
     asked = await room.say("@member:x", "Lucie, une question ?")
-    assert llm.requests[-1]["body"]["messages"][0]["content"].endswith("Réponds en alexandrins.")
+    assert "\n\nRéponds en alexandrins.\n\n" in llm.requests[-1]["body"]["messages"][0]["content"]
     first = await store.conversations.answer_for_question(ROOM, asked)
     assert first.status == "complete" and first.answer_event_id
     await room.react("@member:x", first.answer_event_id, "\U0001f501")  # 🔁
@@ -210,3 +210,26 @@ async def test_identifiers_are_masked_in_edits_and_corrections_too(parts, llm):
     )
     rows = await store.db.all("SELECT text FROM corrections")
     assert [r["text"] for r in rows] == ["Écrivez à [EMAIL]"]
+
+
+async def test_a_regenerations_tokens_count_against_whoever_asked_for_it(parts, llm):
+    port = MemoryPort(dm=False)
+    port.names[port.user_id] = "Lucie"
+    relay, store, _ = await parts(port)
+    room = Room(relay, port)
+    asked = await room.say("@alice:x", "Lucie, une question ?")
+    first = await store.conversations.answer_for_question(ROOM, asked)
+    await room.react("@mallory:x", first.answer_event_id, "\U0001f501")  # 🔁 on alice's answer
+    assert await store.conversations.siblings(ROOM, asked) == 2
+
+    people = LocalPseudonyms(b"k" * 32)
+
+    async def tokens(person: str) -> int:
+        row = await store.db.one(
+            "SELECT COALESCE(SUM(amount), 0) FROM usage WHERE scope = ? AND kind = 'tokens'",
+            f"person:{people.of(person)}",
+        )
+        return int(row[0])
+
+    alice, mallory = await tokens("@alice:x"), await tokens("@mallory:x")
+    assert alice > 0 and mallory > 0 and alice == mallory  # one answer each, not two for alice

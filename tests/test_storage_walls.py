@@ -133,9 +133,10 @@ async def test_one_vote_per_person_per_answer(store):
 
 async def test_an_edit_changes_only_its_own_senders_message(store):
     await store.conversations.save_message(message("$q", "!r"))
-    assert not await store.conversations.edit_question("!r", "$q", "@someone-else:x", "forged")
-    assert not await store.conversations.edit_question("!elsewhere", "$q", "@p:x", "forged")
-    assert await store.conversations.edit_question("!r", "$q", "@p:x", "edited question")
+    edit = store.conversations.edit_question
+    assert not await edit("!r", "$q", "@someone-else:x", "forged", 5)
+    assert not await edit("!elsewhere", "$q", "@p:x", "forged", 5)
+    assert await edit("!r", "$q", "@p:x", "edited question", 5)
     assert (await store.conversations.message("!r", "$q")).body == "edited question"
 
 

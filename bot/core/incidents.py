@@ -18,7 +18,7 @@ from bot.core.ports import ChatPort
 from bot.core.streaming import send_notice
 from bot.core.tasks import Tasks
 from bot.errors import TransientError
-from bot.guard.categories import UNKNOWN, category_name, clean_code
+from bot.guard.categories import KNOWN_CODES, category_name, clean_code
 from bot.texts import say
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ MAX_PENDING_ALERTS = 8
 MARKDOWN_ACTIVE = frozenset("\\`[]<>")
 MAX_TEXT_CHARS = 16_000
 MAX_STATS_CATEGORIES = 40
+# The Prometheus label of a category neither the bot nor its operators know: a server may name
+# any, and each new label value is a time series kept for good.
+OTHER = "other"
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class IncidentStore(Protocol):
         ...
 
     async def forget(self, sender: str) -> int:
-        """Clear the texts of one person's incidents (by keyed hash); the rows stay."""
+        """Clear the texts and the keyed hash of one person's incidents; the rows stay."""
         ...
 
 
@@ -181,14 +184,18 @@ class Incidents:
         self.pseudonyms = pseudonyms
         self.metrics = metrics
         self.alerts = AlertRoom(settings, port, tasks, clock)
+        guard = settings.guard
+        configured = [*guard.actions, *(rule.category for rule in guard.rules)]
+        self.labelled = KNOWN_CODES | {clean_code(category) for category in configured}
 
     async def record(self, incident: Incident) -> None:
         """Count, alert (in the background) and store one incident. A database that is down
         loses the record, never the refusal the person is waiting for."""
         sender = self.pseudonyms.of(incident.sender)
         # a label, a database value and a line in the alert room: short, no control characters
-        category = clean_code(incident.category) or UNKNOWN
-        labels = {"stage": incident.stage, "category": category, "action": incident.action}
+        category = clean_code(incident.category)
+        label = category if category in self.labelled else OTHER
+        labels = {"stage": incident.stage, "category": label, "action": incident.action}
         self.metrics.moderation_flags.labels(**labels).inc()
         self.alerts.tell(incident, category, sender)
         text = incident.text if self.settings.log_content else None
@@ -209,7 +216,8 @@ class Incidents:
             log.error("incident in %s not recorded: database unavailable (%s)", row.room_id, exc)
 
     async def forget(self, user_id: str) -> None:
-        """The texts of this person's incidents go; the counts stay (they are not personal)."""
+        """The texts of this person's incidents go, and so does the keyed hash that tied them
+        together (the key is kept, so the hash could name them again); the counts stay."""
         await self.store.forget(self.pseudonyms.of(user_id))
 
 

@@ -45,6 +45,8 @@ class PersonalData:
         if not self.enabled:
             return message
         masked = mask_personal_data(message.body)
+        if masked.text != message.body:  # what is stored is what was checked
+            message = dataclasses.replace(message, body=masked.text, formatted_body=None)
         if not masked.kinds:
             return message
         for kind in masked.kinds:
@@ -54,4 +56,4 @@ class PersonalData:
             kinds = ", ".join(say(lang, f"pii.{kind}") for kind in masked.kinds)
             text = say(lang, "pii.reminder", kinds=kinds)
             self.rooms.notice_later(room.room_id, text, message.event_id)
-        return dataclasses.replace(message, body=masked.text, formatted_body=None)
+        return message

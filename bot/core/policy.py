@@ -15,7 +15,15 @@ def system_prompt(policy: str | None, room_prompt: str | None, lang: str) -> str
         return room_prompt or ""
     if not room_prompt:
         return policy
-    return f"{policy}\n\n{say(lang, 'guard.room_section')}\n\n{room_prompt}"
+    start, end = say(lang, "guard.room_section"), say(lang, "guard.room_section_end")
+    return f"{policy}\n\n{start}\n\n{_plain(room_prompt)}\n\n{end}"
+
+
+def _plain(room_prompt: str) -> str:
+    """The room's prompt without headings of its own: a heading there could pass for a new
+    section of the operators' rules."""
+    return "\n".join(line.lstrip().lstrip("#").lstrip() if line.lstrip().startswith("#") else line
+                     for line in room_prompt.split("\n"))  # fmt: skip
 
 
 def policy_sha256(policy: str) -> str:

@@ -161,7 +161,9 @@ class Questions:
             count = await self.answers.siblings(answer.room_id, answer.question_event_id)
             if count >= most:
                 return say(self.rooms.lang(room), "limit.siblings", count=count)
-        sibling = await self.answers.add_sibling(answer, now_ms(), collected=room.collection)
+        sibling = await self.answers.add_sibling(
+            answer, now_ms(), collected=room.collection, requested_by=requester
+        )
         self._schedule(sibling, self.port.is_dm(answer.room_id))
         if self.quotas is not None:
             await self.quotas.asked(requester, answer.room_id)

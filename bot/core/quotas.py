@@ -9,7 +9,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -25,6 +25,7 @@ PRUNE_EVERY_S = 300.0
 PRUNE_BATCH = 5000
 # a model server's usage figure is not trusted to stay within what SQLite's integers hold
 MAX_TOKENS_PER_ANSWER = 10_000_000
+MAX_TOLD = 100  # people told of one block, at most
 
 
 class UsageStore(Protocol):
@@ -81,7 +82,9 @@ class QuotaRefusal:
 class Block:
     quota: Quota
     until: float  # clock time
-    told: bool = False
+    # who was told already: each person once (a room's block concerns everyone in it), and a
+    # bounded number of people per block, so that a flood of newcomers costs no flood of notices
+    told: set[str] = field(default_factory=set)
 
 
 def is_exempt(settings: Settings, person: str) -> bool:
@@ -138,8 +141,9 @@ class Quotas:
             block = await self._look(scopes, now)
             if block is None:
                 return None
-        first = not block.told
-        block.told = True
+        first = person not in block.told and len(block.told) < MAX_TOLD
+        if first:
+            block.told.add(person)
         self.metrics.quota_refusals.labels(block.quota.name).inc()
         return QuotaRefusal(block.quota.key, block.quota.limit, max(0.0, block.until - now), first)
 

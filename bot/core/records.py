@@ -57,6 +57,7 @@ class AnswerRow:
     text: str | None
     edits: int
     attempts: int
+    requested_by: str | None = None  # who asked for a regeneration (None: the asker)
 
 
 @dataclass(frozen=True)

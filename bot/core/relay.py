@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.core.clock import now_ms
 from bot.core.command_registry import Command, CommandRegistry, parse_command
 from bot.core.documents import RoomDocuments
-from bot.core.edits import parse_edit
+from bot.core.edits import Edit, parse_edit
 from bot.core.events import TextMessage, parse_file, parse_message, parse_redaction
 from bot.core.fair_use import SlidingLimit
 from bot.core.governance import inviter_allowed
@@ -83,6 +83,13 @@ class Relay:
     async def drain(self, grace_s: float) -> None:
         await self.tasks.drain(grace_s)
 
+    async def _edit(self, room_id: str, edit: Edit) -> None:
+        kept = await self.answers.message(room_id, edit.target)
+        if kept is None or kept.sender != edit.sender or kept.from_bot:
+            return  # nothing of theirs kept here: not worth masking the text
+        body = self.questions.masked(edit.body)
+        await self.answers.edit_question(room_id, edit.target, edit.sender, body, now_ms())
+
     # Room events
     async def on_message(self, room_id: str, event: dict[str, Any], is_dm: bool) -> None:
         message = parse_message(room_id, event)
@@ -91,8 +98,7 @@ class Relay:
         if message.is_edit:
             edit = parse_edit(room_id, event)
             if edit is not None:  # only its own sender's edit, in its own room, counts
-                body = self.questions.masked(edit.body)
-                await self.answers.edit_question(room_id, edit.target, edit.sender, body)
+                await self._edit(room_id, edit)
             return
         if message.msgtype == "m.file":
             file = parse_file(room_id, event)

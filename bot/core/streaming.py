@@ -178,6 +178,11 @@ class ReplyStream:
             self._first_due = time.monotonic() + self.first_delay
             self._publisher = asyncio.create_task(self._publish())
 
+    def poke(self) -> None:
+        """Read the text again though the model sent nothing new (a filter let more through)."""
+        if self._publisher is not None:
+            self._changed.set()
+
     def _latest_text(self) -> str:
         latest = self._latest
         return latest if isinstance(latest, str) else latest.text()

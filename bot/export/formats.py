@@ -13,6 +13,7 @@ from bot.core.context import Turn as ModelTurn
 from bot.core.context import to_messages
 from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
 from bot.export.source import Answer, ExportSource
+from bot.guard.pii import mask_personal_data
 from bot.rag.citations import with_sources
 
 FORMATS = ("sft", "kto", "dpo", "oasst", "openwebui", "refusal")
@@ -31,7 +32,9 @@ class RowMaker:
     names: NameMask
 
     def text(self, value: str) -> str:
-        value = self.names(value)
+        # identifiers are masked before storage; masked again here for rows stored before that
+        # (or while guard.mask_personal_data was off), whatever data.scrub says
+        value = self.names(mask_personal_data(value).text)
         return scrub(value) if self.scrub_texts else value
 
     def prompt(self, answer: Answer) -> list[dict[str, str]]:

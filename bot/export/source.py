@@ -278,6 +278,9 @@ class ExportSource:
             message = found[0]
             if not self.may_use(message["sender"]):
                 return None
+            edited = message.get("edited_at")
+            if edited is not None and edited > (row["started_at"] or row["created_at"]):
+                return None  # edited after the model read it: no longer what it read
             # as the model read it: one conversation builder for answering and export
             seen = conversation_turn(message_row(message), self.bot_id, self.bot_name)
             turns.append(Turn(seen.role, seen.content, message["sender"], event_id, seen.speaker))

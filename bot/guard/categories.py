@@ -3,7 +3,7 @@ OpenAI-compatible /v1/moderations server names (kept as named, once made safe to
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from dataclasses import dataclass
 
 PROMPT_INJECTION = "prompt_injection"  # the embedded rules' own category
@@ -50,6 +50,29 @@ _OWN: tuple[Category, ...] = (
 )
 _BY_CODE = {category.code: category for category in (*LLAMA_GUARD, *_OWN)}
 
+# What OpenAI's moderation models name (omni-moderation and text-moderation): shown as named.
+OPENAI_CODES = frozenset(
+    {
+        "harassment",
+        "harassment/threatening",
+        "hate",
+        "hate/threatening",
+        "illicit",
+        "illicit/violent",
+        "self-harm",
+        "self-harm/intent",
+        "self-harm/instructions",
+        "sexual",
+        "sexual/minors",
+        "violence",
+        "violence/graphic",
+    }
+)
+# Every category the bot knows without being told: the rest come from a server or the operators.
+KNOWN_CODES = frozenset(_BY_CODE) | OPENAI_CODES
+# one character class, repeated: linear time
+_UNSAFE = re.compile(r"[^A-Za-z0-9/_-]+")
+
 
 def llama_guard_policy() -> str:
     """The category lines of Llama Guard 3's task prompt, one per category."""
@@ -57,10 +80,16 @@ def llama_guard_policy() -> str:
 
 
 def clean_code(code: str) -> str:
-    """A category named by a server, safe to store and show: no control or format characters
-    (bidi overrides included), at most 64 characters."""
-    kept = (char for char in code[: MAX_CODE_CHARS * 4] if unicodedata.category(char)[0] != "C")
-    return "".join(kept).strip()[:MAX_CODE_CHARS]
+    """A category as named by a server, safe to store, to label and to show in Markdown: a
+    known code as it is; any other name cut to 64 characters of ASCII letters, digits, "/", "_"
+    and "-" (any run of other characters becomes one "_"); "unknown" when nothing is left."""
+    if code in KNOWN_CODES:
+        return code
+    # no brackets, parentheses, "<", "&" or ":" (no link, entity or markup of any kind), no
+    # control, format or line-separator characters, and no "." (no bare domain a client would
+    # turn into a link)
+    cleaned = _UNSAFE.sub("_", code[: MAX_CODE_CHARS * 4]).strip("_")
+    return cleaned[:MAX_CODE_CHARS].rstrip("_") or UNKNOWN
 
 
 def category_name(code: str, lang: str) -> str:

@@ -2,8 +2,9 @@
 categories they find lead to under the operators' actions and stance.
 
 The embedded rules answer first and at once; when they refuse, no server is asked. Servers are
-asked together. A server that fails is left alone for a while, so that a hung one does not cost
-every message its time-out: meanwhile the stance decides, at no cost.
+asked together, each by a bounded number of checks at once. A server that keeps failing is left
+alone for a while (bot.guard.health), so that a hung one does not cost every text its time-out:
+meanwhile the stance decides, at no cost. A server that refuses one text (a 4xx) is not.
 """
 
 from __future__ import annotations
@@ -16,11 +17,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot.config import GuardAction, GuardSettings
+from bot.guard.health import Admission, ServerHealth
 from bot.guard.ports import Exchange, ModerationUnavailable, Moderator
+from bot.guard.remote import MAX_CONNECTIONS
 
 log = logging.getLogger(__name__)
-PAUSE_AFTER_FAILURE_S = 10.0
 UNAVAILABLE = "unavailable"
+# Checks under way per server: as many as its client has connections. Past them, checks wait
+# for a slot, at most the time-out, rather than holding sockets and tasks without bound.
+MAX_CONCURRENT_CHECKS = MAX_CONNECTIONS
+# Categories one backend's answer may flag, at most: each is an incident row, a metric and an
+# alert line, and a hostile server could name dozens.
+MAX_FLAGS_PER_BACKEND = 8
 
 Action = Literal["pass", "log", "refuse", "unavailable"]
 # told of each check: backend, seconds, whether it failed
@@ -57,27 +65,20 @@ class Decision:
 PASS = Decision("pass")
 
 
-class _Pause:
-    def __init__(self) -> None:
-        self.until = 0.0
-
-    @property
-    def paused(self) -> bool:
-        return time.monotonic() < self.until
-
-
 class Moderation:
     def __init__(
         self,
         settings: GuardSettings,
         moderators: Sequence[Moderator],
         observe: CheckObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.local = [m for m in moderators if m.name == "rules"]
         self.remote = [m for m in moderators if m.name != "rules"]
         self.observe = observe or (lambda backend, seconds, failed: None)
-        self._pauses = {m.name: _Pause() for m in self.remote}
+        self._health = {m.name: ServerHealth(clock) for m in self.remote}
+        self._slots = {m.name: asyncio.Semaphore(MAX_CONCURRENT_CHECKS) for m in self.remote}
 
     @property
     def has_remote(self) -> bool:
@@ -104,32 +105,83 @@ class Moderation:
         return self._decide(flags)
 
     def _flags(self, backend: str, categories: Sequence[str]) -> list[Flag]:
-        flags = [Flag(backend, c, self.action_for(c)) for c in categories]
-        return [flag for flag in flags if flag.action != "allow"]
+        flags = [Flag(backend, c, self.action_for(c)) for c in dict.fromkeys(categories)]
+        kept = [flag for flag in flags if flag.action != "allow"]
+        kept.sort(key=lambda flag: flag.action != "refuse")  # stable: the cap keeps refusals
+        return kept[:MAX_FLAGS_PER_BACKEND]
 
     async def _ask(self, moderator: Moderator, exchange: Exchange) -> list[Flag]:
-        pause = self._pauses[moderator.name]
-        if pause.paused:
+        health = self._health[moderator.name]
+        admitted = health.admit()
+        if admitted is None:  # paused, and another check's turn to probe
             self.observe(moderator.name, 0.0, True)
             return [Flag(moderator.name, UNAVAILABLE, "unavailable")]
+        try:
+            return await self._send(moderator, exchange, admitted)
+        finally:
+            health.done(admitted)
+
+    async def _send(
+        self, moderator: Moderator, exchange: Exchange, admitted: Admission
+    ) -> list[Flag]:
+        name, timeout_s = moderator.name, self.settings.timeout_s
+        slots = self._slots[name]
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.settings.timeout_s):
+            async with asyncio.timeout(timeout_s):
+                await slots.acquire()
+        except TimeoutError:
+            # the checks under way tell how the server is doing; this one is only not sent
+            log.warning(
+                "moderation server %s: %d checks under way, one more not sent",
+                name,
+                MAX_CONCURRENT_CHECKS,
+            )
+            self.observe(name, time.monotonic() - started, True)
+            return [Flag(name, UNAVAILABLE, "unavailable")]
+        try:
+            started = time.monotonic()
+            async with asyncio.timeout(timeout_s):
                 categories = await moderator.check(exchange)
         except Exception as exc:  # whatever the failure, the stance decides
-            pause.until = time.monotonic() + PAUSE_AFTER_FAILURE_S
-            # the reason names the failure, never the text
+            self.observe(name, time.monotonic() - started, True)
+            self._failed(name, exc, admitted)
+            return [Flag(name, UNAVAILABLE, "unavailable")]
+        finally:
+            slots.release()
+        self.observe(name, time.monotonic() - started, False)
+        if self._health[name].answered():
+            log.info("moderation server %s answers again", name)
+        return self._flags(name, categories)
+
+    def _failed(self, name: str, exc: Exception, admitted: Admission) -> None:
+        """Log lines name the failure, never the text."""
+        closed = self.settings.stance == "fail_closed"
+        if isinstance(exc, ModerationUnavailable) and not exc.server_down:
+            told = "refused" if closed else "let through"
+            log.warning("moderation server %s refused a text (%s): %s", name, _why(exc), told)
+            return
+        health = self._health[name]
+        if health.failed(admitted):
             log.warning(
-                "moderation server %s failed (%s): %s for %.0f s",
-                moderator.name,
+                "moderation server %s failed %d times in a row (%s): left alone, texts %s"
+                " meanwhile, tried again in %g s",
+                name,
+                health.failures,
                 _why(exc),
-                "refusing" if self.settings.stance == "fail_closed" else "letting texts through",
-                PAUSE_AFTER_FAILURE_S,
+                "refused" if closed else "let through",
+                health.probe_every_s,
             )
-            self.observe(moderator.name, time.monotonic() - started, True)
-            return [Flag(moderator.name, UNAVAILABLE, "unavailable")]
-        self.observe(moderator.name, time.monotonic() - started, False)
-        return self._flags(moderator.name, categories)
+        elif admitted == "probe":
+            again_s = health.probe_every_s
+            log.warning(
+                "moderation server %s still failing (%s): next try in %g s",
+                name,
+                _why(exc),
+                again_s,
+            )
+        else:
+            log.warning("moderation server %s failed (%s)", name, _why(exc))
 
     def _decide(self, flags: list[Flag]) -> Decision:
         """Refused when a category says so; when a server could not tell, the stance decides

@@ -34,7 +34,6 @@ def flagged_categories(answer: Any) -> tuple[str, ...]:
     if not flagged:
         return ()
     names = {clean_code(name) for name, value in categories.items() if value}
-    names.discard("")
     return tuple(sorted(names)) or (UNKNOWN,)
 
 

@@ -6,9 +6,18 @@ key, the IBAN's mod 97); overlapping finds are then resolved (the first wins, th
 those starting at the same place) and the text is rewritten once, with tokens the model and the
 exports read whatever the language: [NIR], [IBAN], [PHONE], [EMAIL], [ADDRESS].
 
-Every expression runs on hostile text of up to 65,536 characters, so none may backtrack: repeats
-are possessive or bounded, a look-behind keeps each from starting again inside a run it already
-read, and street names are read word by word in a bounded loop.
+The text is normalised first, and the normalised text is what is checked and what is returned:
+NFKC (full-width and other look-alike digits, letters and signs become their plain forms: "０６"
+is "06", "＠" is "@"), format characters dropped (Unicode category Cf: zero-width spaces, soft
+hyphens, bidirectional controls, which would otherwise split a number unseen), every space
+separator (category Zs: no-break, thin, figure, ideographic spaces...) made a plain space. Line
+breaks, tabs and accented letters stay as written; compatibility forms do not ("…" is "...", "ﬁ"
+is "fi", "²" is "2"), which changes nothing a reader or the model needs.
+
+Every expression runs on hostile text (up to 65,536 characters from Matrix, up to 18 times longer
+after NFKC, Unicode's bound on its expansion), so none may backtrack: repeats are possessive or
+bounded, a look-behind keeps each from starting again inside a run it already read, and street
+names are read word by word in a bounded loop.
 
 Choices, for the record (more masked rather than less, never at the cost of ordinary numbers):
 - a NIR written in its own groups ("2 55 08 14 168 025 38", or without the key
@@ -16,9 +25,12 @@ Choices, for the record (more masked rather than less, never at the cost of ordi
   is a typo in a number still personal; written otherwise ("255081416802538"), it is masked only
   when its key checks, so that random 15-digit numbers stay, and 13 digits alone are left (as
   often a barcode or a reference);
-- a phone number keeps one separator throughout ("06 12 34 56 78", "06.12.34.56.78"), which
-  tells it from dates ("01.02.2024") and amounts; ten digits starting with 0 and run together
-  ("0612345678") are masked, even if they were an order number;
+- a French phone number is ten digits starting with 0 in groups of even length, with a space,
+  dot, dash or slash in any gap ("06 12 34 56 78", "06/12/34/56/78", "06-12 34 56 78",
+  "06 1234 5678", "0612345678", even if the last were an order number), but not a date and the
+  hour after it ("06/12/2024 10 h", "02/2024 06 12": a group of four starting 19 or 20 after a
+  group of two reads as a year, so the rare "06 2012 3456" is missed, "06 20 12 34 56" is not);
+  after +33 or 0033, nine digits in any groups ("+33 612 345 678");
 - an IBAN must have its country's length (IBAN registry) and a valid mod-97 checksum;
 - a street type that is also a common noun (place, cours, route...) needs a capitalised name
   after it: "1 place de parking" stays, "1 place de la Concorde" goes;
@@ -30,8 +42,10 @@ Choices, for the record (more masked rather than less, never at the cost of ordi
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 
 KINDS = ("nir", "iban", "phone", "email", "address")
 _TOKENS = {kind: f"[{kind.upper()}]" for kind in KINDS}
@@ -53,6 +67,8 @@ class _Span:
 
 
 def mask_personal_data(text: str) -> Masked:
+    """The normalised text (see above) with its identifiers masked."""
+    text = normalised(text)
     found = [*_nirs(text), *_ibans(text), *_phones(text), *_emails(text), *_addresses(text)]
     kept = _without_overlaps(found)
     if not kept:
@@ -66,6 +82,29 @@ def mask_personal_data(text: str) -> Masked:
     return Masked("".join(pieces), tuple(kind for kind in KINDS if kind in kinds))
 
 
+def normalised(text: str) -> str:
+    """The text as it is checked: format characters dropped, every space a plain space, NFKC;
+    the very same string when nothing changes."""
+    # Cf before NFKC: a zero-width space dropped between a letter and its accent lets them
+    # compose; NFKC makes no Cf and no space but the plain one (a test checks every character)
+    table = _format_characters_and_spaces(text)
+    result = unicodedata.normalize("NFKC", text.translate(table) if table else text)
+    return text if result == text else result
+
+
+def _format_characters_and_spaces(text: str) -> dict[int, str | None]:
+    """A str.translate table for the characters of this text: Cf dropped, Zs a plain space.
+    Built from the distinct characters (one pass in C, then a few dozen in an ordinary text)."""
+    table: dict[int, str | None] = {}
+    for char in set(text):
+        category = unicodedata.category(char)
+        if category == "Cf":
+            table[ord(char)] = None
+        elif category == "Zs" and char != " ":
+            table[ord(char)] = " "
+    return table
+
+
 def _without_overlaps(found: list[_Span]) -> list[_Span]:
     kept: list[_Span] = []
     end = 0
@@ -76,9 +115,8 @@ def _without_overlaps(found: list[_Span]) -> list[_Span]:
     return kept
 
 
-# what people put between digit groups: space, dot, dash, and the no-break spaces French
-# typography uses (U+00A0, U+202F)
-_SEP = "[ .\\-\u00a0\u202f]"
+# what people put between digit groups (every other space is a plain one by now)
+_SEP = "[ .\\-]"
 
 # sex digit (3, 4, 7, 8: temporary numbers), year, month (20-99: unknown or pseudo months per
 # INSEE), department (2A/2B: Corsica), commune, order number, then the key
@@ -109,7 +147,7 @@ def nir_key(body: str) -> int:
 
 # every place a country code and check digits start a word, even inside another candidate (a
 # zero-width look-ahead lets the scan resume at the next character); at most 34 characters
-_IBAN = re.compile(r"(?<!\w)(?=([A-Za-z]{2}\d\d(?:[ \u00a0]?+[A-Za-z0-9]){11,30}+))")
+_IBAN = re.compile(rf"(?<!\w)(?=([A-Za-z]{{2}}\d\d(?:{_SEP}?+[A-Za-z0-9]){{11,30}}+))")
 # the IBAN registry's countries and the length of their IBANs
 # fmt: off
 _IBAN_LENGTHS = {
@@ -141,7 +179,7 @@ def _iban_end(text: str, start: int, candidate: str) -> int | None:
     length = _IBAN_LENGTHS.get(candidate[:2].upper())
     if length is None:
         return None
-    compact = candidate.replace(" ", "").replace("\u00a0", "")
+    compact = "".join(char for char in candidate if char.isalnum())
     if len(compact) < length:
         return None
     cut = start + _index_after(candidate, length)
@@ -161,20 +199,45 @@ def _index_after(candidate: str, count: int) -> int:
     return len(candidate)
 
 
-# 0X XX XX XX XX (X 1-9 first), +33 X..., 0033 X..., +33 (0)X..., (+33) X...: one separator,
-# the same throughout (the back-reference), so that dates and amounts do not pass for phones
+_PHONE_SEP = "[ .\\-/]"
+# +33 X..., 0033 X..., +33 (0)X..., (+33) X..., +33 0X... (nine digits in any groups), or
+# 0X... (ten digits, their groups checked below); X is 1-9
 _PHONE = re.compile(
-    rf"(?<![\w+])(?:\(?+(?:\+|00)33\)?+(?:{_SEP}?+\(0\))?+{_SEP}?+|0)[1-9]({_SEP}?+)\d\d"
-    r"(?:\1\d\d){3}(?!\w)"
+    rf"(?<![\w+])(?:\(?+(?:\+|00)33\)?+(?:{_SEP}?+\(0\))?+{_PHONE_SEP}?+0?+[1-9]"
+    rf"(?:{_PHONE_SEP}?+\d){{8}}|(?P<national>0[1-9](?:{_PHONE_SEP}?+\d){{8}}))(?!\w)"
 )
+_PHONE_SEPARATOR = re.compile(_PHONE_SEP)
+# a year after a day or a month: "06/12/2024 10" and "02/2024 06 12" are ten digits, dates
+_CENTURIES = ("19", "20")
 
 
 def _phones(text: str) -> Iterator[_Span]:
-    for match in _PHONE.finditer(text):
-        yield _Span(match.start(), match.end(), "phone")
+    position = 0
+    while match := _PHONE.search(text, position):
+        if _is_phone(match.group("national")):
+            yield _Span(match.start(), match.end(), "phone")
+            position = match.end()
+        else:
+            # a number may start inside what was refused ("le 01/02/2024 06 12 34 56 78"):
+            # the scan resumes at the next character (a refused match is at most 18 characters
+            # long, so each character is read a bounded number of times)
+            position = match.start() + 1
 
 
-_EMAIL = re.compile(r"(?<![\w.+\-])[\w.+\-]++@[\w\-]++(?:\.[\w\-]++)++")
+def _is_phone(national: str | None) -> bool:
+    if national is None:
+        return True  # after +33 or 0033: any groups
+    groups = _PHONE_SEPARATOR.split(national)
+    return not any(len(group) % 2 for group in groups) and not any(
+        len(before) == 2 and len(group) == 4 and group[:2] in _CENTURIES
+        for before, group in pairwise(groups)
+    )
+
+
+# before the at sign, what RFC 5322 allows (o'brien, a+b, a/b...) and the typographic apostrophe,
+# except * ` | ~ { }: rare in addresses, they frame Markdown ("*jean@x.fr*" keeps its stars)
+_LOCAL = r"[\w.!#$%&'’/=?^+\-]"
+_EMAIL = re.compile(rf"(?<!{_LOCAL}){_LOCAL}++@[\w\-]++(?:\.[\w\-]++)++")
 
 
 def _emails(text: str) -> Iterator[_Span]:
@@ -196,7 +259,7 @@ def _addresses(text: str) -> list[_Span]:
 
 
 def _only_glue(gap: str) -> bool:
-    return len(gap) <= 4 and all(char in " ,-–\t\n\u00a0\u202f" for char in gap)
+    return len(gap) <= 4 and all(char in " ,-–\t\n" for char in gap)
 
 
 def _words(text: str) -> frozenset[str]:
@@ -214,7 +277,7 @@ _NOUN_TYPES = _words(
     "residence hameau sentier promenade parvis traverse montée montee chaussée chaussee"
 )
 _TYPES = "|".join(sorted(map(re.escape, _PLAIN_TYPES | _NOUN_TYPES), key=len, reverse=True))
-_SPACE = "[ \\t\u00a0\u202f]"
+_SPACE = "[ \\t]"
 # a house number (bis, ter, 12A), an optional comma, a street type (abbreviated with a dot)
 _STREET = re.compile(
     rf"(?<![\w,.])(\d{{1,4}})(?:{_SPACE}?+(?i:bis|ter|quater)|[A-Da-d])?+(,?+){_SPACE}++"

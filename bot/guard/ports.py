@@ -18,7 +18,13 @@ class Exchange:
 
 
 class ModerationUnavailable(Exception):
-    """The backend could not tell: down, slow, or answering something it should not."""
+    """The backend could not tell: down, slow, or answering something it should not
+    (server_down), or refusing this one text, as a server does for one past its model's context
+    (not server_down: the next text may go through, so the server is not left alone for it)."""
+
+    def __init__(self, reason: str, *, server_down: bool = True) -> None:
+        super().__init__(reason)
+        self.server_down = server_down
 
 
 class Moderator(Protocol):
@@ -26,7 +32,8 @@ class Moderator(Protocol):
 
     async def check(self, exchange: Exchange) -> tuple[str, ...]:
         """The categories the text falls under (empty: none); ModerationUnavailable when the
-        backend cannot tell. Bounded in time by the backend itself."""
+        backend cannot tell, its server_down saying whether the fault is the server's or this
+        text's. Bounded in time by the backend itself."""
         ...
 
     async def aclose(self) -> None: ...

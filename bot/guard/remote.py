@@ -1,6 +1,7 @@
 """What the server-backed moderation backends share: one JSON POST bounded in time and size,
 and texts bounded before they are sent. A server may be down, slow or hostile; whatever goes
-wrong is one ModerationUnavailable whose reason holds neither the text nor the key."""
+wrong is one ModerationUnavailable whose reason holds neither the text nor the key, and which
+says whether the server is down or only refused this one text (a 4xx)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ MAX_RESPONSE_BYTES = 64 * 1024
 # text loses its middle, which keeps each request's cost bounded.
 MAX_CHECKED_CHARS = 24_000
 ELISION = "\n[…]\n"
+# A 4xx refuses one request (a text past the model's context, a payload too large), and someone
+# can send that text at will; these two say the server is overwhelmed, which is about them all.
+BUSY_STATUSES = frozenset({408, 429})
+# Requests to one server at once, at most; bot.guard.moderation queues checks past it.
+MAX_CONNECTIONS = 8
 
 
 def api_key(secret: SecretStr | None) -> str | None:
@@ -34,7 +40,7 @@ def api_key(secret: SecretStr | None) -> str | None:
 def client(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
-        limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=4),
         transport=transport,
     )
 
@@ -71,8 +77,10 @@ async def post_json(
 
 
 async def _body(response: httpx.Response) -> bytes:
-    if response.status_code != 200:
-        raise ModerationUnavailable(f"HTTP {response.status_code}")
+    status = response.status_code
+    if status != 200:
+        refused = 400 <= status < 500 and status not in BUSY_STATUSES
+        raise ModerationUnavailable(f"HTTP {status}", server_down=not refused)
     if response.headers.get("content-encoding", "identity").strip().lower() != "identity":
         raise ModerationUnavailable("compressed answer")
     declared = response.headers.get("content-length", "")

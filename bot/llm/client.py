@@ -75,6 +75,7 @@ class StreamResult:
 # failures another replica may not have: worth trying the next server
 FAILOVER_KINDS = (Failure.UNREACHABLE, Failure.TIMEOUT, Failure.SERVER, Failure.BAD_RESPONSE)
 RECHECK_S = 10.0
+MAX_TOKENS_COUNTED = 10_000_000  # more than any answer and prompt: a server's count beyond is not
 
 
 @dataclass
@@ -347,10 +348,11 @@ def _delta(data: str, result: StreamResult) -> str:
         kind = Failure.CONTEXT_TOO_LONG if "context" in message.lower() else Failure.SERVER
         raise LLMError(kind, message)
     usage = chunk.get("usage")
+    # a hostile server's counts are clamped: negative ones break counters, huge ones SQLite
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-        result.tokens = usage["completion_tokens"]
+        result.tokens = min(max(0, usage["completion_tokens"]), MAX_TOKENS_COUNTED)
     if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-        result.prompt_tokens = max(0, usage["prompt_tokens"])
+        result.prompt_tokens = min(max(0, usage["prompt_tokens"]), MAX_TOKENS_COUNTED)
     choices = chunk.get("choices")
     if not isinstance(choices, list):
         raise LLMError(Failure.BAD_RESPONSE, "chunk has no choices")

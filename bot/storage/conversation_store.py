@@ -50,12 +50,15 @@ class SqliteConversations:
         )
         return message_row(row) if row else None
 
-    async def edit_question(self, room_id: str, event_id: str, sender: str, body: str) -> bool:
-        """An edit by a message's own sender replaces the text kept for exports."""
+    async def edit_question(
+        self, room_id: str, event_id: str, sender: str, body: str, now: int
+    ) -> bool:
+        """An edit by a message's own sender replaces the text kept, and says when."""
         changed = await self.db.write(
-            "UPDATE messages SET body = ? WHERE room_id = ? AND event_id = ? AND sender = ? "
-            "AND from_bot = 0",
+            "UPDATE messages SET body = ?, edited_at = ? WHERE room_id = ? AND event_id = ? "
+            "AND sender = ? AND from_bot = 0",
             body,
+            now,
             room_id,
             event_id,
             sender,
@@ -94,6 +97,20 @@ class SqliteConversations:
         )
         return row is not None
 
+    async def refused_questions(self, room_id: str, event_ids: list[str]) -> set[str]:
+        """Those of the room's messages whose question a guardrail refused before the model."""
+        if not event_ids:
+            return set()
+        marks = ",".join("?" * len(event_ids))
+        rows = await self.db.all(
+            "SELECT question_event_id FROM answers WHERE room_id = ? AND refusal IS NOT NULL "
+            "AND json_extract(refusal, '$.stage') IN ('question', 'passages') "
+            f"AND question_event_id IN ({marks})",
+            room_id,
+            *event_ids,
+        )
+        return {row["question_event_id"] for row in rows}
+
     async def queue_answer(
         self,
         room_id: str,
@@ -126,15 +143,18 @@ class SqliteConversations:
         )
         return _answer(row) if row else None
 
-    async def add_sibling(self, original: AnswerRow, now: int, collected: bool) -> AnswerRow:
+    async def add_sibling(
+        self, original: AnswerRow, now: int, collected: bool, requested_by: str | None = None
+    ) -> AnswerRow:
         """A regenerated answer to the same question, in the same room."""
         row = await self.db.returning(
             "INSERT INTO answers (room_id, question_event_id, sibling, question_ts, thread_root, "
-            "created_at, collected) SELECT room_id, question_event_id, MAX(sibling) + 1, "
-            "question_ts, thread_root, ?, ? FROM answers WHERE room_id = ? "
+            "created_at, collected, requested_by) SELECT room_id, question_event_id, "
+            "MAX(sibling) + 1, question_ts, thread_root, ?, ?, ? FROM answers WHERE room_id = ? "
             "AND question_event_id = ? RETURNING *",
             now,
             int(collected),
+            requested_by,
             original.room_id,
             original.question_event_id,
         )
@@ -221,4 +241,5 @@ def _answer(row: aiosqlite.Row) -> AnswerRow:
         text=row["text"],
         edits=row["edits"],
         attempts=row["attempts"],
+        requested_by=row["requested_by"],
     )

@@ -24,11 +24,14 @@ class SqliteErasure:
             await self.db.write(f"DELETE FROM {table} WHERE sender = ?", user_id)
         await self.db.write("DELETE FROM consents WHERE user_id = ?", user_id)
         await self.db.write("DELETE FROM pii_reminded WHERE user_id = ?", user_id)
-        # incidents stay counted under the person's keyed hash; their words go
+        # incidents stay counted, under no one's name: their words and keyed hash go
         people = LocalPseudonyms(await local_key(self.db, PEOPLE_KEY))
         await self.incidents.forget(people.of(user_id))
         # a room's prompt history stays (it is the room's configuration), without its author
         await self.db.write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
+        await self.db.write(
+            "UPDATE answers SET requested_by = NULL WHERE requested_by = ?", user_id
+        )
         await self.db.write(
             "INSERT INTO consents (user_id, action, notice_version, room_id, ts) "
             "VALUES (?, 'erased', 0, NULL, ?)",

@@ -1,12 +1,14 @@
 """Incidents: moderation decisions other than a pass, by room, stage and category. The person
-is a keyed hash; the text is there only when log_content was on, and goes on "forget me"."""
+is a keyed hash; the text is there only when log_content was on, and goes on "forget me", with
+the hash."""
 
 from __future__ import annotations
 
 from bot.core.incidents import IncidentCount, IncidentRow
 from bot.storage.connection import Database
 
-# The local key (bot.storage.local_keys) whose hashes name people in incidents and quotas
+# The sender of an erased person's incidents: a hash is hex, so it never reads "erased"
+ERASED = "erased"
 
 
 class SqliteIncidents:
@@ -41,10 +43,10 @@ class SqliteIncidents:
         return [IncidentCount(r["category"], r["stage"], r["action"], r["count"]) for r in rows]
 
     async def forget(self, sender: str) -> int:
-        """Clear the texts of one person's incidents; the rows stay, as counts are not personal.
-        How many texts went."""
+        """Clear the texts of one person's incidents and their keyed hash (the key stays, so the
+        hash would still name them); the rows stay, as counts are not personal. How many rows."""
         return await self.db.write(
-            "UPDATE incidents SET text = NULL WHERE sender = ? AND text IS NOT NULL", sender
+            "UPDATE incidents SET text = NULL, sender = ? WHERE sender = ?", ERASED, sender
         )
 
     async def forget_answers(self, answer_ids: list[int]) -> None:

@@ -46,5 +46,9 @@ class Conversation:
 
     async def add(self, job: AnswerJob) -> None:
         chain = await self.history.conversation(job.question, job.room, job.is_dm)
-        job.turns += [self.history.turn(message) for message in chain]
+        # a question a guardrail refused stays out of what the model reads later: "answer my
+        # previous message" must not get it answered after all
+        earlier = [m.event_id for m in chain if m.event_id != job.question.event_id]
+        refused = await self.history.messages.refused_questions(job.row.room_id, earlier)
+        job.turns += [self.history.turn(m) for m in chain if m.event_id not in refused]
         job.sources.append(self.name)

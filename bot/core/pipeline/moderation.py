@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from bot.config import GuardSettings
+from bot.core.context import Turn
 from bot.core.incidents import Incident, Stage
 from bot.core.pipeline.stages import AnswerJob, Refusal, Verdict
 from bot.guard.categories import category_name
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 # what came before the new text, sent with it: a phrase cut by an edit is still seen whole
 OVERLAP_CHARS = 300
 SELF_HARM = "S11"
+MAX_REMEMBERED = 20_000  # clean turns remembered, the oldest forgotten first
 
 
 class IncidentSink(Protocol):
@@ -101,12 +105,14 @@ class RequestModeration:
         self.moderation = moderation
         self.rules = rules
         self.records = records
+        # turns already found clean, by room, event and text: a conversation's earlier turns
+        # are not sent again with each question (an edited one is: its text changed)
+        self._clean: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     async def check(self, job: AnswerJob) -> Refusal | None:
         question = job.turns[-1].content if job.turns else job.question.body
         if self.settings.check_question:
-            decision = await self.moderation.check(Exchange("user", question, lang=job.lang))
-            refusal = await self._judge(job, "question", decision, question)
+            refusal = await self._turns(job, question)
             if refusal is not None:
                 return refusal
         if self.settings.check_passages and job.found:
@@ -117,6 +123,39 @@ class RequestModeration:
             # first among the answer's filters: what it replaces, no later filter decorates
             job.output_filters.insert(0, AnswerModeration(self, job, question))
         return None
+
+    async def _turns(self, job: AnswerJob, question: str) -> Refusal | None:
+        """Everything people wrote that the model will read, each turn on its own (a turn is
+        at most one message, so no check cuts it): the question, and the turns before it,
+        edited since they were asked or never asked of the bot at all, with the names the
+        model reads before them in group rooms."""
+        room_id = job.row.room_id
+        said = [self._as_read(t, room_id, job.is_dm) for t in job.turns if t.role == "user"]
+        said = said or [(question, None)]
+        fresh = [(text, key) for text, key in said if key is None or key not in self._clean]
+        decisions = await asyncio.gather(
+            *(self.moderation.check(Exchange("user", text, lang=job.lang)) for text, _ in fresh)
+        )
+        refusal = None
+        for (text, key), decision in zip(fresh, decisions, strict=True):
+            judged = await self._judge(job, "question", decision, text)
+            if judged is not None:
+                refusal = refusal or judged
+            elif key is not None:
+                self._remember(key)
+        return refusal
+
+    @staticmethod
+    def _as_read(turn: Turn, room_id: str, is_dm: bool) -> tuple[str, tuple[str, str, str] | None]:
+        text = turn.content if is_dm or not turn.speaker else f"{turn.speaker}: {turn.content}"
+        if turn.event_id is None:
+            return text, None
+        return text, (room_id, turn.event_id, hashlib.sha256(text.encode()).hexdigest())
+
+    def _remember(self, key: tuple[str, str, str]) -> None:
+        self._clean[key] = None
+        while len(self._clean) > MAX_REMEMBERED:
+            self._clean.popitem(last=False)
 
     async def _judge(
         self, job: AnswerJob, stage: Stage, decision: Decision, text: str
@@ -171,10 +210,20 @@ class AnswerModeration:
         self._pending: asyncio.Task[Decision] | None = None
         self._pending_upto = 0
         self._notes: list[asyncio.Task[None]] = []
+        self._poke: Callable[[], None] = lambda: None
+        self._seen = ""  # the text at the last look: what the counts above are counts of
+
+    def wake_on(self, poke: Callable[[], None]) -> None:
+        """How to have the reply read the text again once a check has cleared more of it: the
+        model may be silent for a while, and cleared text must not wait for its next token."""
+        self._poke = poke
 
     def streaming(self, text: str) -> Verdict:
         if self.replaced is not None:
             return self.replaced
+        if not text.startswith(self._seen):
+            self._start_over()  # another model server took over, from the start
+        self._seen = text
         rules = self.stage.rules
         if rules is not None and len(text) > self._inline_upto:
             new = text[max(0, self._inline_upto - OVERLAP_CHARS) :]
@@ -192,8 +241,16 @@ class AnswerModeration:
             start = max(0, self._cleared - OVERLAP_CHARS)
             exchange = Exchange("assistant", text[start:], self.question, self.job.lang)
             self._pending = asyncio.ensure_future(self.moderation.check(exchange))
+            self._pending.add_done_callback(lambda _: self._poke())
             self._pending_upto = len(text)
         return Verdict(text[: self._cleared])
+
+    def _start_over(self) -> None:
+        """Nothing of a new text has been checked, whatever was of the one before."""
+        if self._pending is not None:
+            self._pending.cancel()
+        self._pending = None
+        self._inline_upto = self._cleared = self._pending_upto = 0
 
     def _collect(self) -> None:
         """A server's word on the text sent at an earlier edit, once it came."""
@@ -201,14 +258,16 @@ class AnswerModeration:
         if pending is None or not pending.done():
             return
         self._pending = None
-        decision = pending.result() if not pending.cancelled() else None
-        if decision is None:
-            return
+        if pending.cancelled() or pending.exception() is not None:
+            return  # held back; the check at the end decides
+        decision = pending.result()
         if decision.action in ("pass", "log"):
             self._cleared = self._pending_upto
-        else:
+        elif decision.action == "refuse":
             self._flagged(decision, "")
             self._replace(decision)
+        # unavailable: the text stays held back, and the check at the end decides, so that one
+        # server blip mid-answer does not replace an answer the server would have cleared
 
     def _flagged(self, decision: Decision, text: str) -> None:
         note = self.stage.records.note(self.job, "answer", decision, text)

@@ -15,7 +15,7 @@ from bot.core.context import fit_turns
 from bot.core.metrics import Metrics
 from bot.core.pipeline.generate import Generator, ModelRun
 from bot.core.pipeline.grounding import Grounding
-from bot.core.pipeline.moderation import answer_refusal
+from bot.core.pipeline.moderation import AnswerModeration, answer_refusal
 from bot.core.pipeline.publish import Publisher
 from bot.core.pipeline.record import Recorder
 from bot.core.pipeline.stages import AnswerJob, ContextSource, OutputFilter, RequestFilter
@@ -132,6 +132,9 @@ class AnswerPipeline:
             messages, sampling = await self._request(job)  # stage 4, through stage 5
             filters = [*self.output_filters, *job.output_filters]
             job.filters += [output_filter.name for output_filter in filters]
+            for output_filter in filters:
+                if isinstance(output_filter, AnswerModeration):
+                    output_filter.wake_on(stream.poke)
             run = await self.generator.run(
                 job.row.id, messages, sampling, (stream, text_coming), filters
             )
@@ -144,7 +147,9 @@ class AnswerPipeline:
             await self.grounding.record(job)
         if self.quotas is not None:
             tokens = run.result.tokens + run.result.prompt_tokens
-            await self.quotas.spent(job.question.sender, job.row.room_id, tokens)
+            # a regeneration's tokens are the requester's, not the asker's
+            person = job.row.requested_by or job.question.sender
+            await self.quotas.spent(person, job.row.room_id, tokens)
 
     async def _refused(self, job: AnswerJob) -> bool:
         for request_filter in self.request_filters:

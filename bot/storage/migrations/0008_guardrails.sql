@@ -4,6 +4,13 @@ ALTER TABLE answers ADD COLUMN refusal TEXT;
 -- The operators' policy the model read first, by its hash: exports record it beside the room's
 -- own prompt version, as it was then, even after the file changed.
 ALTER TABLE answers ADD COLUMN policy_sha256 TEXT;
+-- Who asked for a regeneration (NULL: the question's own sender), so that its tokens count
+-- against that person's quota, not the asker's.
+ALTER TABLE answers ADD COLUMN requested_by TEXT;
+-- When a message was last edited: an answer that read it before is no longer what the model
+-- read, and is not exported (an edit still replaces the text kept, so people can take back what
+-- they wrote).
+ALTER TABLE messages ADD COLUMN edited_at INTEGER;
 CREATE TABLE policies (
     sha256      TEXT PRIMARY KEY,
     lang        TEXT NOT NULL,
