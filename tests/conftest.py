@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bot.storage.database import open_database
 from tests.support.bot_process import BotProcess
 from tests.support.embeddings_server import EmbeddingsServer
 from tests.support.fake_llm import FakeLLM
@@ -101,3 +102,18 @@ def embeddings_server() -> Iterator[EmbeddingsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def records(tmp_path: Path) -> Any:
+    """A bot database written row by row (tests/test_export_db.py's Records), for exports."""
+    from tests.test_export_db import OTHER_ROOM, ROOM, Records  # a test module's helpers
+
+    conn = await open_database(tmp_path / "lucie-bot.sqlite3")
+    try:
+        found = Records(conn)
+        await found.room(ROOM)
+        await found.room(OTHER_ROOM)
+        yield found
+    finally:
+        await conn.close()

@@ -18,7 +18,6 @@ import pytest
 from bot.config import Settings, load_settings
 from bot.core.policy import policy_sha256
 from bot.export.writer import ExportError, ExportRequest, export
-from bot.storage.database import open_database
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = "@lucie:localhost"
@@ -118,18 +117,6 @@ class Records:
             "raw_key, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (f"$r{ts}", answer, room, sender, vote, "+", ts),
         )
-
-
-@pytest.fixture
-async def records(tmp_path: Path) -> Any:
-    conn = await open_database(tmp_path / "lucie-bot.sqlite3")
-    try:
-        found = Records(conn)
-        await found.room(ROOM)
-        await found.room(OTHER_ROOM)
-        yield found
-    finally:
-        await conn.close()
 
 
 def settings_for(folder: Path, notice_version: int = 1, secret: str = SECRET) -> Settings:

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from bot.core.policy import policy_sha256, system_prompt
 from bot.export.refusals import parse_refusal, refused_events
-from bot.storage.database import open_database
 from bot.texts import PromptTexts, say
-from tests.test_export_db import ALICE, BOB, CAROL, OTHER_ROOM, ROOM, Records, rows
+from tests.test_export_db import ALICE, BOB, CAROL, OTHER_ROOM, ROOM, rows
 
 TRAINING = ("sft", "kto", "dpo", "oasst", "openwebui")
 # not the policy file's text: the export must read what the model read, kept in the database
@@ -24,18 +20,6 @@ REFUSED = "🛡️ Je ne peux pas répondre à cette demande (S2)."
 REPLACED = "🛡️ Ma réponse a été retirée (S9)."
 ON_QUESTION = {"stage": "question", "categories": ["S2"], "backend": "llama_guard"}
 ON_ANSWER = {"stage": "answer", "categories": ["S9"], "backend": "rules"}
-
-
-@pytest.fixture
-async def records(tmp_path: Path) -> Any:
-    conn = await open_database(tmp_path / "lucie-bot.sqlite3")
-    try:
-        found = Records(conn)
-        await found.room(ROOM)
-        await found.room(OTHER_ROOM)
-        yield found
-    finally:
-        await conn.close()
 
 
 async def everything(folder: Path) -> dict[str, str]:

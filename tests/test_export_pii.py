@@ -7,26 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.config import load_settings
 from bot.export.writer import ExportRequest, export
-from bot.storage.database import open_database
-from tests.test_export_db import ALICE, BOT, ROOM, SECRET, Records
+from tests.test_export_db import ALICE, BOT, ROOM, SECRET
 
 IBAN = "FR76 3000 6000 0112 3456 7890 189"
 NIR = "2 55 08 14 168 025 38"
-
-
-@pytest.fixture
-async def records(tmp_path: Path) -> Any:
-    conn = await open_database(tmp_path / "lucie-bot.sqlite3")
-    try:
-        found = Records(conn)
-        await found.room(ROOM)
-        yield found
-    finally:
-        await conn.close()
 
 
 async def sft_rows_unscrubbed(folder: Path) -> list[dict[str, Any]]:

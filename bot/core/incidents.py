@@ -54,18 +54,10 @@ class Incident:
 
 
 @dataclass(frozen=True)
-class IncidentRow:
+class IncidentRow(Incident):
     """An incident as stored: the sender is a keyed hash, never the user id."""
 
-    room_id: str
-    answer_id: int | None
-    stage: Stage
-    category: str
-    backend: str
-    action: Action
-    sender: str
-    text: str | None
-    ts: int
+    ts: int = 0
 
 
 @dataclass(frozen=True)

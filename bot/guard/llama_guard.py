@@ -20,7 +20,7 @@ import httpx
 from bot.config import LlamaGuardSettings
 from bot.guard.categories import LLAMA_GUARD_CODES, UNKNOWN, llama_guard_policy
 from bot.guard.ports import Exchange, ModerationUnavailable
-from bot.guard.remote import api_key, bounded, client, post_json
+from bot.guard.remote import RemoteModerator, bounded
 
 # The question only gives an answer its context; its end is where the actual ask usually sits.
 MAX_CONTEXT_CHARS = 4000
@@ -109,7 +109,7 @@ def _content(answer: Any) -> str:
     return content
 
 
-class LlamaGuardModerator:
+class LlamaGuardModerator(RemoteModerator):
     """A Moderator asking a Llama Guard 3 model; each check is one bounded request."""
 
     name = "llama_guard"
@@ -120,13 +120,11 @@ class LlamaGuardModerator:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if settings.url is None:
-            raise ValueError("guard.llama_guard.url is not set")
+        url, key = settings.url, settings.api_key
+        super().__init__(
+            url, "chat/completions", key, timeout_s, transport, "guard.llama_guard.url"
+        )
         self.settings = settings
-        self.url = f"{settings.url}/chat/completions"
-        self.timeout_s = timeout_s
-        self.http = client(timeout_s, transport)
-        self.key = api_key(settings.api_key)
 
     async def check(self, exchange: Exchange) -> tuple[str, ...]:
         if self.settings.prompt == "bot":
@@ -140,8 +138,4 @@ class LlamaGuardModerator:
             "max_tokens": MAX_VERDICT_TOKENS,
             "stream": False,
         }
-        answer = await post_json(self.http, self.url, body, self.key, self.timeout_s)
-        return parse_verdict(_content(answer))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
+        return parse_verdict(_content(await self.ask(body)))

@@ -12,7 +12,7 @@ import httpx
 from bot.config import OpenAIModerationSettings
 from bot.guard.categories import UNKNOWN, clean_code
 from bot.guard.ports import Exchange, ModerationUnavailable
-from bot.guard.remote import api_key, bounded, client, post_json
+from bot.guard.remote import RemoteModerator, bounded
 
 MAX_CATEGORIES = 64  # OpenAI's models name 13
 
@@ -37,7 +37,7 @@ def flagged_categories(answer: Any) -> tuple[str, ...]:
     return tuple(sorted(names)) or (UNKNOWN,)
 
 
-class OpenAIModerator:
+class OpenAIModerator(RemoteModerator):
     """A Moderator asking a /v1/moderations endpoint; each check is one bounded request."""
 
     name = "openai"
@@ -48,18 +48,10 @@ class OpenAIModerator:
         timeout_s: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if settings.url is None:
-            raise ValueError("guard.openai.url is not set")
+        url, key = settings.url, settings.api_key
+        super().__init__(url, "moderations", key, timeout_s, transport, "guard.openai.url")
         self.settings = settings
-        self.url = f"{settings.url}/moderations"
-        self.timeout_s = timeout_s
-        self.http = client(timeout_s, transport)
-        self.key = api_key(settings.api_key)
 
     async def check(self, exchange: Exchange) -> tuple[str, ...]:
         body = {"model": self.settings.model, "input": bounded(exchange.text)}
-        answer = await post_json(self.http, self.url, body, self.key, self.timeout_s)
-        return flagged_categories(answer)
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
+        return flagged_categories(await self.ask(body))

@@ -93,3 +93,29 @@ async def _body(response: httpx.Response) -> bytes:
             raise ModerationUnavailable(f"answer larger than {MAX_RESPONSE_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class RemoteModerator:
+    """What both server backends share: one bounded HTTP client, the route, the key."""
+
+    def __init__(
+        self,
+        url: str | None,
+        route: str,
+        key: SecretStr | None,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None,
+        setting: str,
+    ) -> None:
+        if url is None:
+            raise ValueError(f"{setting} is not set")
+        self.url = f"{url}/{route}"
+        self.timeout_s = timeout_s
+        self.http = client(timeout_s, transport)
+        self.key = api_key(key)
+
+    async def ask(self, body: dict[str, Any]) -> Any:
+        return await post_json(self.http, self.url, body, self.key, self.timeout_s)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
