@@ -75,13 +75,10 @@ class RuleSettings(BaseModel):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, values: list[str]) -> list[str]:
-        import re2  # only when rules are configured
+        from bot.guard.patterns import compile_pattern  # only when rules are configured
 
         for value in values:
-            try:
-                re2.compile(value)
-            except re2.error as exc:
-                raise ValueError(f"pattern {value!r} is not valid RE2: {exc}") from None
+            compile_pattern(value)
         return values
 
 

@@ -108,6 +108,23 @@ def test_environment_alone_is_enough(monkeypatch):
             "invalid setting bot.lang: Extra inputs are not permitted",
         ),
         ("[matrix\n", {}, "is not valid TOML"),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n"
+            "[[guard.rules]]\ncategory = 'S2'\npatterns = ['(unclosed']\n",
+            {},
+            "invalid setting guard.rules.patterns: pattern '(unclosed' is not valid RE2",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n"
+            "[guard]\nbackends = ['rules', 'llama_guard']\n",
+            {},
+            "invalid setting guard: backend llama_guard needs guard.llama_guard.url",
+        ),
+        (
+            "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n",
+            {"LUCIE_BOT_GUARD__ACTIONS": '{"S1": "shrug"}'},
+            "invalid setting guard.actions.S1: Input should be 'refuse', 'log' or 'allow'",
+        ),
     ],
 )
 def test_bad_config_fails_with_one_clear_line(tmp_path, toml, env, expected):

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
-import re2
-
 from bot.config import RuleSettings
+from bot.guard.patterns import compile_pattern
 from bot.guard.ports import Exchange
 
 _LANGS = ("fr", "en")
@@ -127,10 +126,7 @@ def _phrase_words(phrase: str, category: str) -> list[str]:
 def _compile(pattern: str) -> Any:
     """Accents are dropped from the pattern as from the text, so "règle" finds "Règle" and
     "regle" alike."""
-    try:
-        return re2.compile("(?i)" + _without_marks(pattern, "NFD"))
-    except re2.error as exc:
-        raise ValueError(f"pattern {pattern!r} is not valid RE2: {exc}") from None
+    return compile_pattern("(?i)" + _without_marks(pattern, "NFD"))
 
 
 def plain(text: str) -> str:
