@@ -219,6 +219,7 @@ async def run(args: argparse.Namespace) -> None:
             },
             llm_settings={"max_concurrent_requests": max(args.rooms)},
             data={"collection": "off"},
+            guard={"quotas": {"enabled": False}},
             log_level="INFO",
         )
         bot.start()

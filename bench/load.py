@@ -70,6 +70,7 @@ async def run(args: argparse.Namespace) -> None:
             llm,
             bot={"edit_interval_s": args.edit_interval, "questions_per_person": 0},
             llm_settings={"max_concurrent_requests": args.concurrency},
+            guard={"quotas": {"enabled": False}},  # load from a few senders is the point here
             log_level="INFO",
         )
         bot.start()

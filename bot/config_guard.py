@@ -88,14 +88,14 @@ class QuotaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    questions_per_hour: int = Field(default=30, ge=0, description="Per person (0: no limit)")
-    questions_per_day: int = Field(default=150, ge=0)
-    room_questions_per_hour: int = Field(default=300, ge=0, description="Per room")
-    room_questions_per_day: int = Field(default=2000, ge=0)
+    questions_per_hour: int = Field(default=60, ge=0, description="Per person (0: no limit)")
+    questions_per_day: int = Field(default=300, ge=0)
+    room_questions_per_hour: int = Field(default=600, ge=0, description="Per room")
+    room_questions_per_day: int = Field(default=5000, ge=0)
     tokens_per_day: int = Field(
-        default=100_000, ge=0, description="Model tokens (prompt and answer) per person and day"
+        default=200_000, ge=0, description="Model tokens (prompt and answer) per person and day"
     )
-    room_tokens_per_day: int = Field(default=1_000_000, ge=0)
+    room_tokens_per_day: int = Field(default=2_000_000, ge=0)
     exempt: list[str] = Field(
         default_factory=list, description="User ids exempt from quotas (operators always are)"
     )
