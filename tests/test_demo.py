@@ -189,8 +189,11 @@ async def test_demo_answers_with_the_real_model_stops_cleanly_and_reuses_its_fol
             grounded = await user.wait_for(
                 room, lambda ev: final_answer(ev, bot_id, vote), within=180
             )
-            # the guide's section on votes, found in the demo's collection, ends the answer
-            assert "guide.fr.md, § Comment je vote" in grounded and "« guide »" in grounded
+            # the guide's section on votes, found in the demo's collection, ends the answer (in
+            # either language: the two versions of the section rank within a hair of each other,
+            # and any change to the guide's text can swap them)
+            sections = ("guide.fr.md, § Comment je vote", "guide.en.md, § How do I vote")
+            assert any(section in grounded for section in sections) and "« guide »" in grounded
         finally:
             await user.close()
     finally:
