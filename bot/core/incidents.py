@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from bot.config import Settings
 from bot.core.clock import now_ms
+from bot.core.fair_use import SlidingLimit
 from bot.core.metrics import Metrics
 from bot.core.ports import ChatPort
 from bot.core.streaming import send_notice
@@ -26,6 +27,7 @@ Stage = Literal["question", "passages", "answer"]
 Action = Literal["refuse", "log", "unavailable"]
 STAGES: tuple[Stage, ...] = ("question", "passages", "answer")
 ALERT_WINDOW_S = 60.0
+ALERTS = "alerts"  # the one key of the alert room's sliding limit
 # Alert sends waiting on a slow or rate-limiting homeserver, at most; beyond, lines are dropped
 # (and said to be missing in the next line) rather than piling up tasks.
 MAX_PENDING_ALERTS = 8
@@ -92,25 +94,6 @@ def literal(text: str) -> str:
     return "".join(f"\\{char}" if char in MARKDOWN_ACTIVE else char for char in text)
 
 
-class SlidingWindow:
-    """At most `limit` events in any `window_s` seconds."""
-
-    def __init__(self, limit: int, window_s: float, clock: Callable[[], float]) -> None:
-        self._limit = limit
-        self._window_s = window_s
-        self._clock = clock
-        self._times: deque[float] = deque()  # never more than limit entries
-
-    def allow(self) -> bool:
-        now = self._clock()
-        while self._times and now - self._times[0] >= self._window_s:
-            self._times.popleft()
-        if len(self._times) >= self._limit:
-            return False
-        self._times.append(now)
-        return True
-
-
 class AlertRoom:
     """One notice per incident in the operators' room, sent in the background; past the rate
     limit or the pending bound, incidents are counted, and the next line says how many."""
@@ -122,7 +105,8 @@ class AlertRoom:
         self.lang = settings.bot.default_lang
         self.port = port
         self.tasks = tasks
-        self.window = SlidingWindow(settings.guard.alerts_per_minute, ALERT_WINDOW_S, clock)
+        self.clock = clock
+        self.window = SlidingLimit(settings.guard.alerts_per_minute, ALERT_WINDOW_S)
         self.pending = 0
         self.unreported = 0
 
@@ -130,7 +114,8 @@ class AlertRoom:
         """Never waits: the line goes out in a task of its own, or is counted as not sent."""
         if self.room_id is None:
             return
-        if self.pending >= MAX_PENDING_ALERTS or not self.window.allow():
+        full = self.pending >= MAX_PENDING_ALERTS
+        if full or not self.window.take(ALERTS, self.clock()).allowed:
             self.unreported += 1
             return
         carried, self.unreported = self.unreported, 0
