@@ -33,14 +33,15 @@ class History:
     def bot_id(self) -> str:
         return self.port.user_id
 
-    async def save(self, message: TextMessage) -> MessageRow | None:
-        """Keep a message; None when it was erased and must stay out of what the model reads."""
+    async def save(self, message: TextMessage, masked: bool = False) -> MessageRow | None:
+        """Keep a message (its personal identifiers masked here unless they already are); None
+        when it was erased and must stay out of what the model reads."""
         row = MessageRow(
             event_id=message.event_id,
             room_id=message.room_id,
             sender=message.sender,
             sender_name=self.port.display_name(message.room_id, message.sender),
-            body=self.mask(message.body),
+            body=message.body if masked else self.mask(message.body),
             ts=message.ts,
             reply_to=message.reply_to,
             thread_root=message.thread_root,

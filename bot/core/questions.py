@@ -79,9 +79,10 @@ class Questions:
             if refusal:
                 self.rooms.notice_later(room.room_id, refusal, message.event_id)
             return
+        masked = self.personal is not None
         if self.personal is not None:  # identifiers masked before anything is stored
             message = await self.personal.question(message, room)
-        if await self.history.save(message) is None:
+        if await self.history.save(message, masked) is None:
             return  # written before its author asked to be forgotten: never answered now
         row = await self.answers.queue_answer(
             message.room_id,

@@ -28,6 +28,7 @@ from nio import (
 )
 from nio.crypto.attachments import encrypt_attachment
 
+from bot.matrix.nio_client import exchange_keys
 from tests.support.synapse import RegisteredUser
 
 T = TypeVar("T")
@@ -75,13 +76,7 @@ class MatrixUser:
                     continue
                 self.events[room_id].append(event.source)
         if client.olm:
-            await client.send_to_device_messages()
-            if client.should_upload_keys:
-                await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
-            if client.should_claim_keys:
-                await client.keys_claim(client.get_users_for_key_claiming())
+            await exchange_keys(client)
 
     async def wait_for(
         self, room_id: str, found: Callable[[list[dict[str, Any]]], T | None], within: float = 30
