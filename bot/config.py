@@ -122,7 +122,15 @@ class LLMSettings(BaseModel):
         default=4096, gt=0, description="Token budget of the prompt sent to the model"
     )
     tokenize: Literal["auto", "off"] = "auto"
-    max_concurrent_requests: int = Field(default=4, ge=1)
+    max_concurrent_requests: int = Field(
+        default=64,
+        ge=1,
+        description="Model requests under way at once, at most (vLLM batches hundreds)",
+    )
+    follow_server_queue: bool = Field(
+        default=True,
+        description="Send fewer requests while the model server's /metrics show its own queue",
+    )
     max_queued_answers: int = Field(
         default=100,
         ge=1,
@@ -159,6 +167,11 @@ class BotSettings(BaseModel):
         default=0.25,
         ge=0,
         description="Wait after the first token, so that a short answer goes out whole, unedited",
+    )
+    streaming: bool = Field(
+        default=True,
+        description="Show an answer as it is written (one message, then edits); off: one "
+        "message once the answer is complete",
     )
     edit_interval_s: float = Field(default=1.5, ge=0)
     max_edits_per_answer: int = Field(default=20, ge=0)

@@ -53,6 +53,31 @@ async def test_dm_gets_a_streamed_answer_with_html_and_mentions(make_user, start
     assert record["first_token_at"] <= record["first_visible_at"] <= record["finished_at"]
 
 
+async def test_with_streaming_off_an_answer_is_one_message_and_typing_lasts_until_it(
+    make_user, start_bot, llm
+):
+    bot = start_bot(bot={"streaming": False})
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot, direct=True)
+    words = " ".join(f"mot{n}" for n in range(15))
+    llm.default = Behaviour(token_delay=0.1, text=words)  # 1.5 s of streaming from the model
+    question = await alice.send(room, "Une réponse d'un bloc ?")
+    text = await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question))
+    assert text == words
+    await alice.sync(500)
+    replies = [
+        e
+        for e in alice.events[room]
+        if e["sender"] == bot.user_id and e["type"] == "m.room.message"
+        and e["content"].get("msgtype") == "m.text"
+    ]  # fmt: skip
+    assert len(replies) == 1 and replies[0]["content"]["body"] == words  # no edits at all
+    assert bot.user_id in alice.typing[room]  # the model spoke early, yet nothing was shown
+    record = (await bot.settled("SELECT * FROM answers"))[0]
+    assert record["status"] == "complete" and record["edits"] == 0
+    assert record["first_visible_at"] - record["first_token_at"] >= 1000
+
+
 def question_text(user, room, event_id):
     return next(e for e in user.events[room] if e["event_id"] == event_id)["content"]["body"]
 

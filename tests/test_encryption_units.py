@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nio.crypto import OlmAccount
+from nio.store import DefaultStore
 
 from bot.matrix.cross_signing import (
     CrossSigning,
@@ -26,6 +28,7 @@ from bot.matrix.cross_signing import (
     unpadded_b64,
     verify,
 )
+from bot.matrix.crypto_store import CryptoStore
 from bot.matrix.device_store import StoreProblem, check_store, retire, store_file
 
 USER = "@lucie:example.org"
@@ -281,3 +284,29 @@ def test_stored_own_keys_read_the_olm_account_and_fail_quietly(tmp_path):
     assert stored_own_keys(tmp_path, USER, "DEV") == account.identity_keys
     (tmp_path / "crypto.key").write_text("another key")
     assert stored_own_keys(tmp_path, USER, "DEV") is None
+
+
+def test_a_sync_with_no_new_encrypted_room_writes_nothing(tmp_path, monkeypatch):
+    """nio saves the encrypted rooms after every sync: only new ones reach the database."""
+    saved: list[set[str]] = []
+    original = DefaultStore.save_encrypted_rooms
+
+    def counting(self: DefaultStore, rooms: set[str]) -> None:
+        saved.append(set(rooms))
+        original(self, rooms)
+
+    monkeypatch.setattr(DefaultStore, "save_encrypted_rooms", counting)
+    store = CryptoStore("@bot:x", "DEVICE", str(tmp_path), pickle_key="clé")
+    store.save_account(OlmAccount())
+    store.save_encrypted_rooms({"!a:x"})
+    for _ in range(3):  # the syncs that follow
+        store.save_encrypted_rooms({"!a:x"})
+        store.save_encrypted_rooms(set())
+    store.save_encrypted_rooms({"!a:x", "!b:x"})
+    assert saved == [{"!a:x"}, {"!b:x"}]
+    again = CryptoStore("@bot:x", "DEVICE", str(tmp_path), pickle_key="clé")  # a restart
+    again.save_encrypted_rooms({"!a:x", "!b:x"})
+    assert len(saved) == 2 and again.load_encrypted_rooms() == {"!a:x", "!b:x"}
+    again.delete_encrypted_room("!b:x")
+    again.save_encrypted_rooms({"!b:x"})  # encrypted again: saved again
+    assert saved[-1] == {"!b:x"} and again.load_encrypted_rooms() == {"!a:x", "!b:x"}

@@ -38,6 +38,7 @@ async def collect(model, messages=QUESTION):
 
 
 async def test_streams_deltas_and_sends_sampling_and_key(llm):
+    llm.default = Behaviour(token_delay=0.05)
     model = model_for(llm)
     try:
         parts, result = await collect(model)
@@ -45,12 +46,43 @@ async def test_streams_deltas_and_sends_sampling_and_key(llm):
         await model.aclose()
     assert "".join(parts) == "Réponse à « Bonjour à tous »"
     assert len(parts) > 1  # streamed, not one block
-    assert result.finish_reason == "stop" and result.tokens == len(parts)
+    assert result.finish_reason == "stop" and result.tokens == 7  # the server's usage
     assert result.first_token_at is not None
     request = llm.requests[-1]
     assert request["body"]["temperature"] == 0.2 and request["body"]["max_tokens"] == 64
     assert request["body"]["stream"] is True
     assert request["headers"]["Authorization"] == "Bearer sk-test"
+
+
+async def test_tokens_received_together_are_parsed_and_handed_over_together():
+    """A busy server's tokens pile up between two reads: they are one delta, not one wake-up of
+    the whole answer path per token."""
+    events = [
+        {"choices": [{"index": 0, "delta": {"content": f"mot{n} "}, "finish_reason": None}]}
+        for n in range(40)
+    ]
+    whole = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(whole.encode())  # what forty reads would have found waiting
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    model = ChatModel(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m"))
+    try:
+        parts, result = await collect(model)
+    finally:
+        await model.aclose()
+        await runner.cleanup()
+    assert "".join(parts) == "".join(f"mot{n} " for n in range(40))
+    assert len(parts) == 1 and result.tokens == 40
 
 
 async def test_answers_one_after_another_reuse_one_connection(llm):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.llm.sse import EventTooLarge, data_events
+from bot.llm.sse import EventTooLarge, data_batches
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -16,7 +16,7 @@ async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
 
 
 async def collect(*parts: bytes, limit: int = 1024) -> list[str]:
-    return [data async for data in data_events(chunks(*parts), limit)]
+    return [data async for batch in data_batches(chunks(*parts), limit) for data in batch]
 
 
 async def test_events_split_anywhere_and_fields_other_than_data_ignored():
@@ -30,6 +30,14 @@ async def test_events_split_anywhere_and_fields_other_than_data_ignored():
     assert one_byte_at_a_time == whole
 
 
+async def test_events_are_grouped_by_the_read_that_completed_them():
+    batches = [
+        batch
+        async for batch in data_batches(chunks(b"data: a\n\ndata: b\n\nda", b"ta: c\n\n"), 1024)
+    ]
+    assert batches == [["a", "b"], ["c"]]
+
+
 async def test_an_endless_line_is_refused_at_the_bound():
     async def endless() -> AsyncIterator[bytes]:
         yield b"data: "
@@ -37,7 +45,7 @@ async def test_an_endless_line_is_refused_at_the_bound():
             yield b"x" * 512
 
     with pytest.raises(EventTooLarge):
-        async for _ in data_events(endless(), limit=4096):
+        async for _ in data_batches(endless(), limit=4096):
             pass
     with pytest.raises(EventTooLarge):  # nor many lines of one event
         await collect(*[b"data: " + b"y" * 100 + b"\n"] * 50, limit=1024)

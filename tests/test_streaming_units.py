@@ -66,7 +66,9 @@ class RefusingPort:
         return f"$sent{len(self.sent)}"
 
 
-def reply_stream(port: Any, thread_root: str | None, **options: Any) -> ReplyStream:
+def reply_stream(
+    port: Any, thread_root: str | None, max_edits: int = 5, **options: Any
+) -> ReplyStream:
     async def first_event(event_id: str) -> None:
         pass
 
@@ -77,7 +79,7 @@ def reply_stream(port: Any, thread_root: str | None, **options: Any) -> ReplyStr
         thread_root=thread_root,
         mention="@a:x",
         interval=0.05,
-        max_edits=5,
+        max_edits=max_edits,
         final_timeout=600,
         on_first_event=first_event,
         **options,
@@ -197,6 +199,9 @@ class ScriptedModel:
 
     def can_fail_over(self) -> bool:
         return False
+
+    async def server_waiting(self) -> int | None:
+        return None  # no /metrics: the number of slots stays as configured
 
     async def count_tokens(self, messages: list[dict[str, str]]) -> int:
         return sum(estimate_tokens(m["content"]) + 4 for m in messages)
@@ -362,3 +367,58 @@ def test_an_edit_of_the_longest_text_allowed_fits_in_one_event():
     assert len(final) > 2000  # cut to fit, not to nothing
     short = "Une réponse courte."
     assert fit_to_event(short, short, marker, "@a:x") == short
+
+
+# Fewer edits where they cost most
+class SlowPort:
+    """Takes every event, after `delay` seconds."""
+
+    user_id = "@bot:x"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
+        await asyncio.sleep(self.delay)
+        self.sent.append(content)
+        return "$first"
+
+
+async def edits_while_streaming(port: SlowPort, seconds: float) -> int:
+    reply = reply_stream(port, thread_root=None, max_edits=1000)
+    words: list[str] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        words.append("mot")
+        reply.update(" ".join(words))
+        await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(reply.finish(" ".join(words)), BOUND_S)
+    return reply.edits
+
+
+async def test_a_slow_homeserver_gets_fewer_edits():
+    quick, slow = await asyncio.gather(
+        edits_while_streaming(SlowPort(0.0), 2.0), edits_while_streaming(SlowPort(0.2), 2.0)
+    )
+    # every 0.05 s against the quick one; 4 x 0.2 s apart against the slow one
+    assert quick >= 10 and slow <= 4
+
+
+async def test_a_long_answer_gets_its_edits_further_apart():
+    reply = reply_stream(SlowPort(0.0), thread_root=None)
+    reply.update("court")
+
+    async def shown() -> bool:
+        return reply.event_id is not None
+
+    await eventually(shown, within=BOUND_S)
+    assert reply.next_interval() == pytest.approx(0.05)
+    reply.update("x" * 5_000)
+
+    async def edited() -> bool:
+        return reply.edits == 1
+
+    await eventually(edited, within=BOUND_S)
+    assert reply.next_interval() == pytest.approx(0.05 * 5)  # 5,000 characters shown
+    await asyncio.wait_for(reply.finish("x" * 5_000), BOUND_S)

@@ -26,6 +26,17 @@ class FairScheduler:
         self._waiting: OrderedDict[str, deque[asyncio.Future[None]]] = OrderedDict()
 
     @property
+    def in_use(self) -> int:
+        return self.limit - self._free
+
+    def set_limit(self, limit: int) -> None:
+        """A new number of slots: more let waiting answers in at once; fewer take effect as
+        answers under way finish (none is cut short)."""
+        self._free += limit - self.limit
+        self.limit = limit
+        self._grant()
+
+    @property
     def queued(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
 
@@ -68,7 +79,12 @@ class FairScheduler:
                 del self._waiting[room_id]
 
     def _release(self) -> None:
-        while self._waiting:
+        self._free += 1
+        self._grant()
+
+    def _grant(self) -> None:
+        """Free slots to the rooms waiting, one room after another."""
+        while self._free > 0 and self._waiting:
             room_id, queue = next(iter(self._waiting.items()))
             future = queue.popleft()
             if queue:
@@ -76,6 +92,5 @@ class FairScheduler:
             else:
                 del self._waiting[room_id]
             if not future.done():
+                self._free -= 1
                 future.set_result(None)
-                return
-        self._free += 1

@@ -32,6 +32,12 @@ TEXT_BYTES = CONTENT_BYTES // 2
 # Rendering Markdown takes about 5 ms per kB: longer texts are rendered off the event loop.
 RENDER_OFF_LOOP_CHARS = 2_000
 LONGEST_EVENT_ID = "$" + "x" * 254  # the spec's limit: 255 bytes
+# Each edit carries the whole text again: past this many characters shown, edits come further
+# apart in proportion, so a long answer costs the homeserver about as much as a short one.
+EDIT_GROWTH_CHARS = 1_000
+# A homeserver that took this many times longer to take the last edit than the interval is
+# spared: the next edit waits that many times its time to answer.
+SLOW_SEND_FACTOR = 4.0
 
 
 class Oversized(SendRefused):
@@ -135,6 +141,7 @@ class ReplyStream:
         first_delay: float = 0.0,
         first_txn_id: str | None = None,
         first_may_exist: bool = False,
+        live: bool = True,
     ) -> None:
         self.port = port
         self.room_id = room_id
@@ -158,6 +165,7 @@ class ReplyStream:
         self._changed = asyncio.Event()
         self._finishing = asyncio.Event()
         self._last_send = 0.0
+        self._send_took = 0.0  # how long the homeserver took to take the last edit
         self._not_before = 0.0
         self._publisher: asyncio.Task[None] | None = None
         # a short answer that is complete by then goes out whole: one event, no "(edited)"
@@ -169,12 +177,14 @@ class ReplyStream:
         # then the homeserver hands back that earlier event, with its earlier text, so the text
         # shown is unknown until an edit has set it
         self.first_may_exist = first_may_exist
+        # off: nothing is shown before finish, which sends the whole answer as one message
+        self.live = live
 
     def update(self, text: str | TextView) -> None:
         """The latest text; a TextView is read only when a send is due."""
         self._latest = text
         self._changed.set()
-        if self._publisher is None:
+        if self._publisher is None and self.live:
             self._first_due = time.monotonic() + self.first_delay
             self._publisher = asyncio.create_task(self._publish())
 
@@ -182,6 +192,13 @@ class ReplyStream:
         """Read the text again though the model sent nothing new (a filter let more through)."""
         if self._publisher is not None:
             self._changed.set()
+
+    def next_interval(self) -> float:
+        """The wait before the next edit: longer as the text grows, and when the homeserver is
+        slow to take edits (the one place where fewer events help everyone in its rooms)."""
+        shown = len(self._sent[0]) if self._sent else 0
+        by_length = self.interval * max(1.0, shown / EDIT_GROWTH_CHARS)
+        return max(by_length, SLOW_SEND_FACTOR * self._send_took)
 
     def _latest_text(self) -> str:
         latest = self._latest
@@ -197,7 +214,7 @@ class ReplyStream:
                 # a look that found nothing new to send counts as a send: deltas of white space
                 # alone must not make the text be read at every one of them
                 last = max(self._last_send, self._last_look)
-                wait = max(self._not_before, last + self.interval) - time.monotonic()
+                wait = max(self._not_before, last + self.next_interval()) - time.monotonic()
             else:
                 wait = max(self._not_before, self._first_due) - time.monotonic()
             if wait > 0:
@@ -263,7 +280,9 @@ class ReplyStream:
                 if fresh:
                     self._first = None  # never sent: the first message may still be another
                 raise
+            started = time.monotonic()
             event_id = await self.port.send(self.room_id, content, txn_id)
+            self._send_took = time.monotonic() - started
             self.event_id = event_id
             self.first_visible_at = time.time()
             await self.on_first_event(event_id)
@@ -276,7 +295,9 @@ class ReplyStream:
                 edit_content, self.event_id, text, mention=self.mention, live=live
             )
             content = await _render(text, build)
+            started = time.monotonic()
             await self.port.send(self.room_id, content, txn_id)
+            self._send_took = time.monotonic() - started
             self.edits += 1
         self._sent = (text, live)
         self._last_send = time.monotonic()

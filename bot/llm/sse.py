@@ -16,10 +16,11 @@ class EventTooLarge(Exception):
     pass
 
 
-async def data_events(
+async def data_batches(
     chunks: AsyncIterator[bytes], limit: int = MAX_EVENT_BYTES
-) -> AsyncGenerator[str, None]:
-    """The `data` of each event (its data lines joined by newlines), in order."""
+) -> AsyncGenerator[list[str], None]:
+    """The `data` of each event (its data lines joined by newlines), in order, grouped by the
+    read that completed them: a reader that reads less often handles many events per wake-up."""
     pending = b""
     data: list[bytes] = []
     size = 0
@@ -28,11 +29,12 @@ async def data_events(
         *lines, pending = pending.split(b"\n")
         if len(pending) > limit:
             raise EventTooLarge(f"an event line over {limit} bytes")
+        batch: list[str] = []
         for raw in lines:
             line = raw.removesuffix(b"\r")
             if not line:  # a blank line ends the event
                 if data:
-                    yield b"\n".join(data).decode("utf-8", "replace")
+                    batch.append(b"\n".join(data).decode("utf-8", "replace"))
                 data, size = [], 0
             elif line.startswith(b"data:"):
                 value = line[5:].removeprefix(b" ")
@@ -41,5 +43,7 @@ async def data_events(
                     raise EventTooLarge(f"an event over {limit} bytes")
                 data.append(value)
             # other fields (event, id, retry) and comments (":") mean nothing here
+        if batch:
+            yield batch
     if data:
-        yield b"\n".join(data).decode("utf-8", "replace")
+        yield [b"\n".join(data).decode("utf-8", "replace")]

@@ -62,8 +62,11 @@ class DirectRooms:
                 return
         elif not fresh_summary and room_id in self._direct:
             return  # summaries come with membership changes: nothing new since the last one
-        self._direct[room_id] = count <= 2
-        await self.store.set_room(room_id, direct=int(count <= 2))
+        direct = count <= 2
+        if self._direct.get(room_id) == direct:
+            return  # Synapse repeats the summary in most syncs: no write when nothing changed
+        self._direct[room_id] = direct
+        await self.store.set_room(room_id, direct=int(direct))
 
     async def _joined_count(self, room_id: str) -> int | None:
         try:

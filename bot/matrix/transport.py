@@ -28,6 +28,7 @@ from bot.core.events import SharedFile, TextMessage, parse_file, parse_message, 
 from bot.core.ports import RoomAuthority, RoomEvents
 from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
+from bot.matrix.crypto_store import CryptoStore
 from bot.matrix.device_store import RECOVERY, StoreProblem, check_store, store_file
 from bot.matrix.direct import DirectRooms
 from bot.matrix.invites import Invites
@@ -41,12 +42,19 @@ from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
-SYNC_FILTER = {
-    "room": {
-        "state": {"lazy_load_members": True},
-        "timeline": {"limit": 50, "lazy_load_members": True},
+
+
+def sync_filter(user_id: str) -> dict[str, Any]:
+    """What the bot's sync asks for. Its own messages are left out of the timeline: it knows
+    what it sent, and each of them (a reply, every edit) would otherwise wake a sync of its
+    own, the whole way through nio, just to be ignored. Its own membership still comes, in the
+    room state (Synapse always includes the syncing user's own under lazy loading)."""
+    return {
+        "room": {
+            "state": {"lazy_load_members": True},
+            "timeline": {"limit": 50, "lazy_load_members": True, "not_senders": [user_id]},
+        }
     }
-}
 
 
 class LoginFailed(OperatorError):
@@ -58,6 +66,7 @@ class MatrixTransport:
         self.settings = settings
         self.store = store
         self.user_id = settings.matrix.user_id
+        self._sync_filter = sync_filter(self.user_id)
         data_dir = settings.data_dir
         self.credentials_path = paths.credentials(data_dir)
         self.store_dir = store_dir = paths.crypto_store(data_dir)
@@ -71,6 +80,7 @@ class MatrixTransport:
             store_sync_tokens=False,  # the sync position lives in our database
             pickle_key=pickle_key(paths.crypto_key(data_dir)),
             request_timeout=settings.matrix.request_timeout_s,
+            store=CryptoStore,
         )
         if not settings.log_content:
             # nio logs a whole event, its text included, when it fails nio's schema checks: any
@@ -229,7 +239,7 @@ class MatrixTransport:
         """A stop request cuts the long poll short instead of waiting for it to end."""
         sync = asyncio.ensure_future(
             self.client.sync(
-                timeout=poll_ms, sync_filter=SYNC_FILTER, since=since, full_state=first
+                timeout=poll_ms, sync_filter=self._sync_filter, since=since, full_state=first
             )
         )
         stop = asyncio.ensure_future(self._stopping.wait())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +54,14 @@ class Database:
     async def write(self, sql: str, *args: Any) -> int:
         """One statement; how many rows it changed."""
         return len(await self.all(f"{sql} RETURNING 1", *args))
+
+    async def batch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Several writes in one trip and one transaction; how many rows each changed."""
+
+        def run(conn: sqlite3.Connection) -> list[int]:
+            return [conn.execute(sql, args).rowcount for sql, args in statements]
+
+        return await self.in_thread(run, write=True)
 
     async def returning(self, sql: str, *args: Any) -> aiosqlite.Row:
         row = await self.one(sql, *args)

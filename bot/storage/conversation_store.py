@@ -24,25 +24,13 @@ class SqliteConversations:
         """Keep a message; False when it was erased and must stay so: an answer that finishes
         streaming after a redaction or "forget me", a redacted message fetched again, or what a
         person wrote before asking to be forgotten."""
-        changed = await self.db.write(
-            "INSERT INTO messages (event_id, room_id, sender, sender_name, body, ts, reply_to, "
-            "thread_root, from_bot) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS ("
-            "SELECT 1 FROM answers WHERE room_id = ?2 AND answer_event_id = ?1 "
-            "AND erased_at IS NOT NULL) "
-            "AND NOT EXISTS (SELECT 1 FROM erased_events WHERE room_id = ?2 AND event_id = ?1) "
-            "AND NOT EXISTS (SELECT 1 FROM erased_people WHERE user_id = ?3 AND erased_at >= ?6) "
-            "ON CONFLICT (room_id, event_id) DO UPDATE SET body = excluded.body",
-            message.event_id,
-            message.room_id,
-            message.sender,
-            message.sender_name,
-            message.body,
-            message.ts,
-            message.reply_to,
-            message.thread_root,
-            int(message.from_bot),
-        )
+        changed = await self.db.write(SAVE_MESSAGE, *_message_args(message))
         return changed == 1
+
+    async def answer_message(self, answer_id: int, message: MessageRow, **fields: Any) -> None:
+        """An answer's progress and its message together, in one trip to the database."""
+        update = _answer_update(answer_id, fields)
+        await self.db.batch([update, (SAVE_MESSAGE, _message_args(message))])
 
     async def message(self, room_id: str, event_id: str) -> MessageRow | None:
         row = await self.db.one(
@@ -185,32 +173,58 @@ class SqliteConversations:
 
     async def update_answer(self, answer_id: int, **fields: Any) -> None:
         """Record an answer's progress; what it says stays gone once it was erased."""
-        for name in ("request_messages", "sampling", "context_event_ids", "stages"):
-            if name in fields and not isinstance(fields[name], str | None):
-                fields[name] = json.dumps(fields[name], ensure_ascii=False)
-        assignments = ", ".join(
-            f"{name} = CASE WHEN erased_at IS NULL THEN ? END"
-            if name in ERASABLE_ANSWER_FIELDS
-            else f"{name} = ?"
-            for name in fields
-        )
-        await self.db.write(
-            f"UPDATE answers SET {assignments} WHERE id = ?", *fields.values(), answer_id
-        )
+        update = _answer_update(answer_id, fields)
         if fields.get("context_event_ids"):
-            await self._erase_if_built_on_erased(answer_id)
+            # a message erased while its answer waited for the model (its context not recorded
+            # yet, so the erasure could not find it): the answer is erased now that it is
+            await self.db.batch([update, (ERASE_IF_BUILT_ON_ERASED, (answer_id,))])
+        else:
+            await self.db.write(update[0], *update[1])
 
-    async def _erase_if_built_on_erased(self, answer_id: int) -> None:
-        """A message erased while its answer waited for the model (its context not recorded
-        yet, so the erasure could not find it): the answer is erased now that it is."""
-        await self.db.write(
-            "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, text = NULL, "
-            "erased_at = COALESCE(erased_at, (SELECT MAX(e.erased_at) FROM erased_events e "
-            "WHERE e.room_id = answers.room_id)) WHERE id = ? AND EXISTS ("
-            "SELECT 1 FROM json_each(answers.context_event_ids) j JOIN erased_events e "
-            "ON e.room_id = answers.room_id AND e.event_id = j.value)",
-            answer_id,
-        )
+
+SAVE_MESSAGE = (
+    "INSERT INTO messages (event_id, room_id, sender, sender_name, body, ts, reply_to, "
+    "thread_root, from_bot) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE NOT EXISTS ("
+    "SELECT 1 FROM answers WHERE room_id = ?2 AND answer_event_id = ?1 "
+    "AND erased_at IS NOT NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM erased_events WHERE room_id = ?2 AND event_id = ?1) "
+    "AND NOT EXISTS (SELECT 1 FROM erased_people WHERE user_id = ?3 AND erased_at >= ?6) "
+    "ON CONFLICT (room_id, event_id) DO UPDATE SET body = excluded.body"
+)
+ERASE_IF_BUILT_ON_ERASED = (
+    "UPDATE answers SET request_messages = NULL, context_event_ids = NULL, text = NULL, "
+    "erased_at = COALESCE(erased_at, (SELECT MAX(e.erased_at) FROM erased_events e "
+    "WHERE e.room_id = answers.room_id)) WHERE id = ? AND EXISTS ("
+    "SELECT 1 FROM json_each(answers.context_event_ids) j JOIN erased_events e "
+    "ON e.room_id = answers.room_id AND e.event_id = j.value)"
+)
+
+
+def _message_args(message: MessageRow) -> tuple[Any, ...]:
+    return (
+        message.event_id,
+        message.room_id,
+        message.sender,
+        message.sender_name,
+        message.body,
+        message.ts,
+        message.reply_to,
+        message.thread_root,
+        int(message.from_bot),
+    )
+
+
+def _answer_update(answer_id: int, fields: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    for name in ("request_messages", "sampling", "context_event_ids", "stages"):
+        if name in fields and not isinstance(fields[name], str | None):
+            fields[name] = json.dumps(fields[name], ensure_ascii=False)
+    assignments = ", ".join(
+        f"{name} = CASE WHEN erased_at IS NULL THEN ? END"
+        if name in ERASABLE_ANSWER_FIELDS
+        else f"{name} = ?"
+        for name in fields
+    )
+    return f"UPDATE answers SET {assignments} WHERE id = ?", (*fields.values(), answer_id)
 
 
 def message_row(row: aiosqlite.Row | dict[str, Any]) -> MessageRow:

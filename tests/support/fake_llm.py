@@ -45,6 +45,8 @@ class FakeLLM:
     probes_trickle: bool = False  # /tokenize and /models answer a byte a second, without end
     disconnects: int = 0  # completions the client walked away from before they ended
     open_streams: int = 0  # completions whose handler is still running
+    waiting: int | None = None  # requests /metrics says wait in the queue (None: no /metrics)
+    metrics_requests: int = 0
 
     def __post_init__(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -64,6 +66,8 @@ class FakeLLM:
         self.tokenize = True
         self.probes_trickle = False
         self.disconnects = 0
+        self.waiting = None
+        self.metrics_requests = 0
 
     def when(self, substring: str, behaviour: Behaviour) -> None:
         """Questions whose last user message contains substring get this behaviour."""
@@ -90,6 +94,7 @@ class FakeLLM:
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_post("/tokenize", self._tokenize)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
@@ -105,6 +110,23 @@ class FakeLLM:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        """vLLM's shape: gauges per model, amid histograms the bot has no use for."""
+        self.metrics_requests += 1
+        if self.waiting is None:
+            return web.Response(status=404)
+        lines = [
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+            "# TYPE vllm:num_requests_running gauge",
+            f'vllm:num_requests_running{{engine="0",model_name="stand-in"}} {self.open_streams}.0',
+            "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f'vllm:num_requests_waiting{{engine="0",model_name="stand-in"}} {self.waiting}.0',
+            "# TYPE vllm:e2e_request_latency_seconds histogram",
+            'vllm:e2e_request_latency_seconds_bucket{le="1.0",model_name="stand-in"} 3.0',
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         if self.probes_trickle:

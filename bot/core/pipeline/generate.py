@@ -96,7 +96,8 @@ class Generator:
                 async for delta in deltas:
                     run.text.add(delta)
                     if run.text.has_text:
-                        text_coming.set()
+                        if stream.live:  # else typing goes on until the answer is sent
+                            text_coming.set()
                         stream.update(view)  # read only when a send is due
                     if run.text.full or stream.overflowed or stream.refused:
                         run.stopped = True

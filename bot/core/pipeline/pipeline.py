@@ -23,6 +23,7 @@ from bot.core.ports import ChatPort
 from bot.core.records import AnswerRow
 from bot.core.rooms import Rooms
 from bot.core.scheduler import FairScheduler
+from bot.core.server_queue import ServerQueue
 from bot.core.stores import ConversationStore
 from bot.core.streaming import send_notice
 from bot.llm.client import ChatModel, Sampling
@@ -56,7 +57,13 @@ class AnswerPipeline:
         self.grounding = grounding
         self.request_filters = request_filters
         self.output_filters = output_filters
-        self.scheduler = FairScheduler(settings.llm.max_concurrent_requests)
+        llm = settings.llm
+        self.scheduler = FairScheduler(llm.max_concurrent_requests)
+        self.server_queue = (
+            ServerQueue(self.scheduler, self.model.server_waiting, llm.max_concurrent_requests)
+            if llm.follow_server_queue
+            else None
+        )
         self.publisher = Publisher(settings.bot, self.port)
         self.generator = Generator(self.model)
         self.recorder = Recorder(self.answers, metrics, self.port.user_id)
@@ -122,6 +129,8 @@ class AnswerPipeline:
         stream = self.publisher.stream(
             job, lambda event_id: self.recorder.first_event(job, event_id)
         )
+        if self.server_queue is not None:
+            self.server_queue.nudge()
         async with self.scheduler.slot(job.row.room_id):
             # the context is read once the model is free: answers to earlier questions of the
             # room, finished meanwhile, are part of it
@@ -140,6 +149,8 @@ class AnswerPipeline:
             )
         # The model's part is over: its slot serves the next question while the homeserver,
         # however slow, takes the final text (stage 6), then the record (stage 7).
+        if self.server_queue is not None:
+            self.server_queue.nudge()
         answer = await self._filtered(run, filters)
         outcome = await self.publisher.conclude(job, stream, run, answer)
         await self.recorder.finished(job, stream, run, outcome, answer_refusal(filters))

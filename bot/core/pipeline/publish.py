@@ -51,6 +51,7 @@ class Publisher:
             existing_event_id=row.answer_event_id,
             first_txn_id=answer_txn_id(row),
             first_may_exist=row.attempts > 0,
+            live=bot.streaming,
         )
 
     async def conclude(

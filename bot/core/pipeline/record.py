@@ -41,8 +41,8 @@ class Recorder:
         )
 
     async def first_event(self, job: AnswerJob, event_id: str) -> None:
-        await self.answers.update_answer(job.row.id, answer_event_id=event_id)
-        await self.answers.save_message(self._message(job, event_id, ""))
+        message = self._message(job, event_id, "")
+        await self.answers.answer_message(job.row.id, message, answer_event_id=event_id)
 
     async def finished(
         self,
@@ -58,8 +58,7 @@ class Recorder:
         else:
             error = str(run.error) if run.error else None
         visible = stream.first_visible_at
-        await self.answers.update_answer(
-            job.row.id,
+        fields = dict(
             status=outcome.status,
             text=outcome.final or None,
             error=error,
@@ -72,7 +71,10 @@ class Recorder:
             refusal=refusal,
         )
         if stream.event_id:
-            await self.answers.save_message(self._message(job, stream.event_id, outcome.final))
+            message = self._message(job, stream.event_id, outcome.final)
+            await self.answers.answer_message(job.row.id, message, **fields)
+        else:
+            await self.answers.update_answer(job.row.id, **fields)
         self._measure(outcome.status, run, job.row.question_ts)
 
     def _message(self, job: AnswerJob, event_id: str, body: str) -> MessageRow:
