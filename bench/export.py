@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.export.formats import FORMATS
+from bot.export import FORMATS
 from bot.storage.store import Store
 
 VOTES_PER_ANSWER = 10

@@ -66,22 +66,25 @@ class Phase:
         ]
 
 
-def start_bot(folder: Path, synapse: Synapse, llm: FakeLLM, streaming: bool) -> BotProcess:
+def start_bot(
+    folder: Path, synapse: Synapse, llm: FakeLLM, streaming: bool, slots: int | None
+) -> BotProcess:
     account = synapse.new_user("lucie" if streaming else "plain", exempt=True)
+    # the shipped defaults, but for the limits on how much one person may ask: a few senders
+    # standing for many people is the point here
+    settings: dict[str, Any] = {"questions_per_person": 0, "shutdown_grace_s": 5}
+    if not streaming:  # unset when streaming: this runs on versions without the setting too
+        settings["streaming"] = False
+    llm_settings: dict[str, Any] = {"first_token_timeout_s": 60, "chunk_timeout_s": 30}
+    if slots is not None:
+        llm_settings["max_concurrent_requests"] = slots
     bot = BotProcess(
         folder,
         synapse,
         account,
         llm,
-        # the shipped defaults, but for the limits on how much one person may ask: a few
-        # senders standing for many people is the point here
-        bot={
-            "streaming": streaming,
-            "edit_interval_s": 1.5,
-            "questions_per_person": 0,
-            "shutdown_grace_s": 5,
-        },
-        llm_settings={"first_token_timeout_s": 60, "chunk_timeout_s": 30},
+        bot={"edit_interval_s": 1.5, **settings},
+        llm_settings=llm_settings,
         data={"collection": "off"},
         guard={"quotas": {"enabled": False}},
         log_level="INFO",
@@ -137,6 +140,7 @@ async def run(args: argparse.Namespace) -> None:
     results: dict[tuple[str, int], Phase] = {}
     memory: dict[str, float] = {}
     spy: subprocess.Popen[bytes] | None = None
+    modes: tuple[str, ...] = args.modes
     try:
         synapse.configure()
         synapse.start()
@@ -157,28 +161,29 @@ async def run(args: argparse.Namespace) -> None:
         reader = Person(account.user_id, account.access_token)
         ceiling = await many_rooms_ceiling(client, people, args.ceiling_events, reader, True)
 
-        for mode in MODES:
-            bots[mode] = start_bot(folder / mode.replace(" ", "-"), synapse, llm, mode == MODES[0])
-        rooms: dict[str, list[tuple[Person, str]]] = {mode: [] for mode in MODES}
+        for mode in modes:
+            folder_of = folder / mode.replace(" ", "-")
+            bots[mode] = start_bot(folder_of, synapse, llm, mode == MODES[0], args.max_concurrent)
+        rooms: dict[str, list[tuple[Person, str]]] = {mode: [] for mode in modes}
         for count in args.rooms:
-            for mode in MODES:
+            for mode in modes:
                 await add_rooms(client, people, bots[mode], rooms[mode], count)
-            for mode in MODES:
+            for mode in modes:
                 results[(mode, count)] = Phase()
             if spy is None and args.profile and count == max(args.rooms):
-                process = bots[MODES[0]].process
+                process = bots[modes[0]].process
                 assert process is not None
                 spy = profile(process.pid, args.profile)
             for repeat in range(args.repeats):
                 # taking turns, each going first in one repeat out of two
-                order = MODES if repeat % 2 == 0 else MODES[::-1]
+                order = modes if repeat % 2 == 0 else modes[::-1]
                 for mode in order:
                     rows, bot_cpu, synapse_cpu = await one_round(
                         client, bots[mode], rooms[mode], synapse_pid, count
                     )
                     results[(mode, count)].add(rows, bot_cpu, synapse_cpu)
             if count == min(args.rooms):
-                for mode in MODES:
+                for mode in modes:
                     process = bots[mode].process
                     assert process is not None
                     memory[mode] = memory_mib(process.pid)
@@ -212,11 +217,13 @@ def report(
         f"{platform.python_version()}, {platform.platform()}"
     )
     model_s = args.first_token_s + args.tokens / args.token_rate
+    slots = args.max_concurrent or "as shipped"
     print(
         f"- stand-in model: first token after {args.first_token_s} s, then {args.tokens} tokens "
-        f"at {args.token_rate:g}/s ({model_s:.2f} s an answer); both bots with the shipped "
-        f"defaults (per-person limits and quotas off); {args.repeats} rounds per point, the "
-        f"bots taking turns; Synapse on loopback (SQLite), everyone exempt from rate limits"
+        f"at {args.token_rate:g}/s ({model_s:.2f} s an answer); the bots with the shipped "
+        f"defaults (per-person limits and quotas off), model slots: {slots}; {args.repeats} "
+        f"rounds per point, the bots taking turns; Synapse on loopback (SQLite), everyone "
+        f"exempt from rate limits"
     )
     print(
         f"- Synapse ceiling in this run: {ceiling:.1f} events/s (20 senders at once, a DM each "
@@ -228,8 +235,9 @@ def report(
         "Synapse CPU per answer |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    modes: tuple[str, ...] = args.modes
     for count in args.rooms:
-        for mode in MODES:
+        for mode in modes:
             phase = results[(mode, count)]
             rate = phase.answers / phase.span_s
             events = phase.events / phase.answers
@@ -240,6 +248,10 @@ def report(
                 f"{1000 * phase.bot_cpu_s / phase.answers:.1f} ms | "
                 f"{1000 * phase.synapse_cpu_s / phase.answers:.1f} ms |"
             )
+    if len(modes) < 2:
+        rounds = f"{min(args.rooms)}-room rounds"
+        print(f"\nPeak resident memory (VmHWM) after the {rounds}: {memory[modes[0]]:.0f} MiB.")
+        return
     print(
         "\n| rooms at once | final text p50, streaming ÷ one message | answers/s, streaming ÷ "
         "one message | bot CPU per answer, streaming ÷ one message |"
@@ -267,6 +279,13 @@ def main() -> None:
     parser.add_argument("--token-rate", type=float, default=40.0)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--ceiling-events", type=int, default=600)
+    parser.add_argument(
+        "--modes",
+        type=lambda text: tuple(m for m in MODES if m.split()[0] in text.split(",")),
+        default=MODES,
+        help="streaming,one (both by default)",
+    )
+    parser.add_argument("--max-concurrent", type=int, help="model slots (default: the shipped)")
     parser.add_argument("--profile", type=Path, help="py-spy the streaming bot at the most rooms")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     asyncio.run(run(parser.parse_args()))

@@ -12,7 +12,7 @@ from typing import NoReturn
 from bot.cli_kb import add_kb_parser, run_kb
 from bot.config import Settings, load_settings
 from bot.errors import LucieError, TransientError
-from bot.export.formats import FORMATS
+from bot.export import FORMATS
 from bot.logs import configure_logging
 
 

@@ -93,3 +93,25 @@ def test_types_check():
         timeout=600,
     )
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_what_only_some_deployments_use_is_not_loaded_at_start():
+    """Memory is mostly modules loaded: document parsers run in their worker process, vectors
+    only with an embeddings server, export formats only when exporting; nio's crypto library
+    serves cross-signing and key backup too."""
+    loaded_later = [
+        "numpy",
+        "docx",
+        "lxml",
+        "pypdfium2",
+        "snowballstemmer",
+        "bot.rag.extract",
+        "bot.export.formats",
+        "cryptography",
+    ]
+    probe = f"import sys, bot.cli, bot.app; print([m for m in {loaded_later} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -11,9 +11,8 @@ from typing import Any
 import aiosqlite
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 from nio.crypto import OlmAccount
 from nio.store import DefaultStore
 
@@ -129,8 +128,8 @@ def test_backup_session_data_round_trip_and_tampering(tmp_path):
     private, made = load_or_create_key(path)
     assert made and stat.S_IMODE(os.stat(path).st_mode) == 0o600
     again, made_again = load_or_create_key(path)
-    assert not made_again and again.private_bytes_raw() == private.private_bytes_raw()
-    public = private.public_key().public_bytes_raw()
+    assert not made_again and again.seed == private.seed
+    public = private.public_key().export_key(format="raw")
     data = {"algorithm": "m.megolm.v1.aes-sha2", "session_key": "AQID", "sender_key": "k"}
     sealed = encrypt_session(public, data)
     assert "AQID" not in json.dumps(sealed)
@@ -147,10 +146,8 @@ class Device:
 
     def __init__(self, device_id: str = "DEV") -> None:
         self.device_id = device_id
-        self.signing = Ed25519PrivateKey.generate()
-        curve = (
-            X25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        )
+        self.signing = ECC.generate(curve="Ed25519")
+        curve = ECC.generate(curve="Curve25519").public_key().export_key(format="raw")
         self.keys = {"curve25519": unpadded_b64(curve), "ed25519": public_key(self.signing)}
 
     def published(self, **changes: Any) -> dict[str, Any]:
@@ -161,7 +158,7 @@ class Device:
             "keys": {f"{kind}:{self.device_id}": key for kind, key in self.keys.items()},
             **changes,
         }
-        signature = unpadded_b64(self.signing.sign(signable(device)))
+        signature = unpadded_b64(eddsa.new(self.signing, "rfc8032").sign(signable(device)))
         return {**device, "signatures": {USER: {f"ed25519:{self.device_id}": signature}}}
 
 

@@ -16,7 +16,6 @@ from bot.export.source import Answer, ExportSource
 from bot.guard.pii import mask_personal_data
 from bot.rag.citations import with_sources
 
-FORMATS = ("sft", "kto", "dpo", "oasst", "openwebui", "refusal")
 # formats read from the refusals the bot showed, never from its answers (and the reverse)
 REFUSAL_FORMATS = frozenset({"refusal"})
 Row = dict[str, Any]

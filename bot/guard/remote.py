@@ -13,6 +13,7 @@ import httpx
 from pydantic import SecretStr
 
 from bot.guard.ports import ModerationUnavailable
+from bot.tls import tls_context
 
 # A verdict is a few bytes and an OpenAI moderation result about 2 KiB: nothing sane comes near.
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -42,6 +43,7 @@ def client(timeout_s: float, transport: httpx.AsyncBaseTransport | None) -> http
         timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
         limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=4),
         transport=transport,
+        verify=tls_context(),
     )
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 from canonicaljson import encode_canonical_json
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from Crypto.PublicKey import ECC
+from Crypto.PublicKey.ECC import EccKey
+from Crypto.Signature import eddsa
 from nio.crypto import OlmAccount
 
 from bot import paths
@@ -49,8 +49,22 @@ def b64decode(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def public_key(private: Ed25519PrivateKey) -> str:
-    raw = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+# Ed25519 through pycryptodome, which matrix-nio already loads for attachments: a second
+# crypto library would cost the process about 9 MiB more for these few operations.
+def private_key(seed: bytes) -> EccKey:
+    """An Ed25519 private key from its raw 32-byte seed (RFC 8032), the form the file keeps."""
+    return ECC.construct(curve="Ed25519", seed=seed)
+
+
+def ed25519_public(raw: bytes) -> EccKey:
+    """An Ed25519 public key from its raw 32 bytes."""
+    if len(raw) != 32:  # eddsa would take 57 bytes as an Ed448 key
+        raise ValueError("an Ed25519 public key is 32 bytes")
+    return eddsa.import_public_key(raw)
+
+
+def public_key(private: EccKey) -> str:
+    raw = private.public_key().export_key(format="raw")
     return unpadded_b64(raw)
 
 
@@ -61,9 +75,9 @@ def signable(obj: dict[str, Any]) -> bytes:
     )
 
 
-def sign(obj: dict[str, Any], signer: str, private: Ed25519PrivateKey) -> dict[str, Any]:
+def sign(obj: dict[str, Any], signer: str, private: EccKey) -> dict[str, Any]:
     """A copy of obj carrying one more signature, by signer's key."""
-    signature = unpadded_b64(private.sign(signable(obj)))
+    signature = unpadded_b64(eddsa.new(private, "rfc8032").sign(signable(obj)))
     signed = dict(obj)
     by_signer = dict(signed.get("signatures", {}).get(signer, {}))
     by_signer[f"ed25519:{public_key(private)}"] = signature
@@ -82,11 +96,11 @@ def verify(obj: dict[str, Any], signer: str, key: str, key_name: str | None = No
     signature = by_signer.get(f"ed25519:{key_name or key}")
     if not isinstance(signature, str):
         return False
-    try:
-        Ed25519PublicKey.from_public_bytes(b64decode(key)).verify(
-            b64decode(signature), signable(obj)
+    try:  # a bad signature, key or base64 all raise ValueError
+        eddsa.new(ed25519_public(b64decode(key)), "rfc8032").verify(
+            signable(obj), b64decode(signature)
         )
-    except (InvalidSignature, ValueError, TypeError):
+    except (ValueError, TypeError):
         return False
     return True
 
@@ -154,13 +168,13 @@ def key_of(cross_signing_key: dict[str, Any] | None) -> str | None:
 class Identity:
     """The bot's three cross-signing private keys."""
 
-    master: Ed25519PrivateKey
-    self_signing: Ed25519PrivateKey
-    user_signing: Ed25519PrivateKey
+    master: EccKey
+    self_signing: EccKey
+    user_signing: EccKey
 
     @classmethod
     def generate(cls) -> Identity:
-        return cls(*(Ed25519PrivateKey.generate() for _ in ROLES))
+        return cls(*(ECC.generate(curve="Ed25519") for _ in ROLES))
 
     @classmethod
     def load(cls, path: Path) -> Identity | None:
@@ -173,16 +187,16 @@ class Identity:
                 f"{path} is unreadable ({exc}); restore it from backup"
             ) from None
         try:
-            return cls(*(Ed25519PrivateKey.from_private_bytes(b64decode(data[r])) for r in ROLES))
+            return cls(*(private_key(b64decode(data[r])) for r in ROLES))
         except (KeyError, TypeError, ValueError):
             raise CrossSigningError(f"{path} is damaged; restore it from backup") from None
 
     def save(self, path: Path) -> None:
-        seeds = {role: unpadded_b64(self._private(role).private_bytes_raw()) for role in ROLES}
+        seeds = {role: unpadded_b64(self._private(role).seed) for role in ROLES}
         write_secret(path, json.dumps(seeds, indent=2))
 
-    def _private(self, role: str) -> Ed25519PrivateKey:
-        key: Ed25519PrivateKey = getattr(self, role)
+    def _private(self, role: str) -> EccKey:
+        key: EccKey = getattr(self, role)
         return key
 
     def published(self, user_id: str) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,8 @@ from typing import Any
 
 import httpx
 
+from bot.tls import tls_context
+
 
 def client(
     homeserver: str, access_token: str | None, timeout_s: float, path: str = ""
@@ -17,6 +19,7 @@ def client(
         base_url=f"{homeserver.rstrip('/')}/_matrix/client/v3{path}",
         headers=headers,
         timeout=timeout_s,
+        verify=tls_context(),
     )
 
 

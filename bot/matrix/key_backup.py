@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import hashes, padding
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from Crypto.Cipher import AES
+from Crypto.Hash import SHA256
+from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
+from Crypto.Protocol.KDF import HKDF
+from Crypto.PublicKey import ECC
+from Crypto.PublicKey.ECC import EccKey
+from Crypto.Util.Padding import pad, unpad
 from nio import AsyncClient
 from nio.crypto import InboundGroupSession
 
@@ -41,22 +42,25 @@ class BackupError(OperatorError):
     """The backup cannot be used; one line for the operator."""
 
 
-def _raw_public(private: X25519PrivateKey) -> bytes:
-    return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+# X25519, HKDF and AES through pycryptodome, which matrix-nio already loads for attachments:
+# a second crypto library would cost the process about 9 MiB more for these few operations.
+# Keys are EccKey objects on Curve25519, kept and published as their raw 32 bytes (RFC 7748).
+def _raw_public(private: EccKey) -> bytes:
+    return private.public_key().export_key(format="raw")
 
 
 def _keys(shared: bytes) -> tuple[bytes, bytes, bytes]:
-    material = HKDF(algorithm=hashes.SHA256(), length=80, salt=bytes(32), info=b"").derive(shared)
+    material = HKDF(shared, 80, bytes(32), SHA256, context=b"")
     return material[:32], material[32:64], material[64:]
 
 
 def encrypt_session(public_key: bytes, session_data: dict[str, Any]) -> dict[str, str]:
-    ephemeral = X25519PrivateKey.generate()
-    aes_key, mac_key, iv = _keys(ephemeral.exchange(X25519PublicKey.from_public_bytes(public_key)))
-    padder = padding.PKCS7(128).padder()
-    plain = padder.update(json.dumps(session_data).encode()) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(plain) + encryptor.finalize()
+    ephemeral = ECC.generate(curve="Curve25519")
+    aes_key, mac_key, iv = key_agreement(
+        eph_priv=ephemeral, static_pub=import_x25519_public_key(public_key), kdf=_keys
+    )
+    plain = pad(json.dumps(session_data).encode(), AES.block_size)  # PKCS#7
+    ciphertext = AES.new(aes_key, AES.MODE_CBC, iv=iv).encrypt(plain)
     # libolm MACs an empty buffer instead of the ciphertext, and every client expects that
     mac = hmac.new(mac_key, b"", hashlib.sha256).digest()[:8]
     return {
@@ -66,9 +70,9 @@ def encrypt_session(public_key: bytes, session_data: dict[str, Any]) -> dict[str
     }
 
 
-def decrypt_session(private: X25519PrivateKey, data: dict[str, Any]) -> dict[str, Any]:
-    ephemeral = X25519PublicKey.from_public_bytes(b64decode(data["ephemeral"]))
-    aes_key, mac_key, iv = _keys(private.exchange(ephemeral))
+def decrypt_session(private: EccKey, data: dict[str, Any]) -> dict[str, Any]:
+    ephemeral = import_x25519_public_key(b64decode(data["ephemeral"]))
+    aes_key, mac_key, iv = key_agreement(static_priv=private, eph_pub=ephemeral, kdf=_keys)
     ciphertext = b64decode(data["ciphertext"])
     mac = b64decode(data["mac"])
     expected = {
@@ -76,23 +80,21 @@ def decrypt_session(private: X25519PrivateKey, data: dict[str, Any]) -> dict[str
     }
     if mac not in expected:
         raise ValueError("backup MAC mismatch")
-    decryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    result = json.loads(unpadder.update(padded) + unpadder.finalize())
+    padded = AES.new(aes_key, AES.MODE_CBC, iv=iv).decrypt(ciphertext)
+    result = json.loads(unpad(padded, AES.block_size))  # PKCS#7
     if not isinstance(result, dict):
         raise ValueError("backup session is not an object")
     return result
 
 
-def load_or_create_key(path: Path) -> tuple[X25519PrivateKey, bool]:
+def load_or_create_key(path: Path) -> tuple[EccKey, bool]:
     """The backup's private key, and whether it was just made."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return X25519PrivateKey.from_private_bytes(b64decode(data["private_key"])), False
+        return import_x25519_private_key(b64decode(data["private_key"])), False
     except FileNotFoundError:
-        key = X25519PrivateKey.generate()
-        raw = key.private_bytes_raw()
+        key = ECC.generate(curve="Curve25519")
+        raw = key.seed  # the raw private key, as RFC 7748 and every client keep it
         write_secret(path, json.dumps({"algorithm": ALGORITHM, "private_key": unpadded_b64(raw)}))
         return key, True
     except (OSError, ValueError, KeyError, TypeError):
@@ -114,7 +116,7 @@ class KeyBackup:
         self.homeserver = homeserver
         self.timeout_s = timeout_s
         self.version: str | None = None
-        self._private: X25519PrivateKey | None = None
+        self._private: EccKey | None = None
         self._uploaded: set[str] = set()
 
     def _http(self) -> httpx.AsyncClient:
@@ -122,7 +124,7 @@ class KeyBackup:
             self.homeserver, self.client.access_token, self.timeout_s, "/room_keys"
         )
 
-    async def start(self, master: Ed25519PrivateKey | None) -> int:
+    async def start(self, master: EccKey | None) -> int:
         """Find or create the backup version; restore its keys if this store lacks them.
 
         Returns how many room keys were restored.
@@ -151,7 +153,7 @@ class KeyBackup:
         return 0
 
     async def _create_version(
-        self, http: httpx.AsyncClient, public: str, master: Ed25519PrivateKey | None
+        self, http: httpx.AsyncClient, public: str, master: EccKey | None
     ) -> str:
         auth_data: dict[str, Any] = {"public_key": public}
         olm = self.client.olm
@@ -251,7 +253,7 @@ def _seal_all(public_key: bytes, sessions: list[dict[str, Any]]) -> list[dict[st
 
 
 def _open_all(
-    private: X25519PrivateKey, entries: list[tuple[str, str, Any]]
+    private: EccKey, entries: list[tuple[str, str, Any]]
 ) -> list[tuple[str, str, dict[str, Any] | Exception]]:
     """Decrypt every backed-up session; a bad one becomes its exception, not a stop."""
     opened: list[tuple[str, str, dict[str, Any] | Exception]] = []

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from Crypto.Cipher import AES
 
 from bot.core.events import SharedFile
 from bot.core.ports import DownloadFailed
+from bot.tls import tls_context
 
 # mxc://<server name>/<media id>: the media id is opaque but made of these characters, which is
 # also what keeps a hostile URL from walking the homeserver's paths
@@ -49,12 +50,14 @@ class Decryption:
         self.expected = _b64(hashes.get("sha256"))
         if len(secret) != 32 or len(iv) != 16 or len(self.expected) != 32:
             raise DownloadFailed("corrupt")
-        self.cipher = Cipher(algorithms.AES(secret), modes.CTR(iv)).decryptor()
+        # the 16-byte IV is the whole initial counter block (no fixed nonce part), incremented as
+        # one 128-bit big-endian number; senders zero its low 64 bits, so 64-bit counters agree
+        self.cipher = AES.new(secret, AES.MODE_CTR, nonce=b"", initial_value=iv)
         self.digest = hashlib.sha256()
 
     def update(self, chunk: bytes) -> bytes:
         self.digest.update(chunk)
-        return self.cipher.update(chunk)
+        return self.cipher.decrypt(chunk)
 
     def check(self) -> None:
         if not hmac.compare_digest(self.digest.digest(), self.expected):
@@ -71,7 +74,10 @@ class Media:
         self.homeserver = homeserver.rstrip("/")
         self.timeout_s = timeout_s
         self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=True, max_redirects=3
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=True,
+            max_redirects=3,
+            verify=tls_context(),
         )
 
     async def download(

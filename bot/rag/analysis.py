@@ -13,8 +13,6 @@ import threading
 import unicodedata
 from functools import lru_cache
 
-import snowballstemmer  # type: ignore[import-untyped]
-
 # Letters and digits in runs: apostrophes, hyphens and punctuation split words, so
 # "l'allocation" gives "l" and "allocation", and ids like "a4" or "2024" stay whole.
 _WORD = re.compile(r"[^\W_]+")
@@ -86,6 +84,9 @@ _STEMMERS = threading.local()
 def _stem(word: str) -> str:
     stemmer = getattr(_STEMMERS, "french", None)
     if stemmer is None:
+        # imported at first use: a bot whose rooms have no documents never loads it
+        import snowballstemmer  # type: ignore[import-untyped]
+
         stemmer = _STEMMERS.french = snowballstemmer.stemmer("french")
     return str(stemmer.stemWord(word))
 

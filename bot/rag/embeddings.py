@@ -9,13 +9,16 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import numpy as np
 
 from bot.config import RagSettings
 from bot.rag.ports import EmbedKind
+from bot.tls import tls_context
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 # A batch of 2,048 vectors of 4,096 floats written as JSON text is about 150 MB; no sane
@@ -33,6 +36,7 @@ def _http(settings: RagSettings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
         limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        verify=tls_context(),
     )
 
 
@@ -61,6 +65,9 @@ async def _post_json(
 
 
 def _normalised(rows: list[list[float]]) -> np.ndarray:
+    # numpy is loaded with the first vectors: a bot without embeddings never needs it
+    import numpy as np
+
     matrix = np.asarray(rows, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
         raise EmbeddingsError("vectors of unequal or empty size")
@@ -83,6 +90,8 @@ class OpenAIEmbedder:
         self.key = key.get_secret_value() if key else None
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> np.ndarray:
+        import numpy as np
+
         batch = self.settings.embeddings_batch
         parts = [await self._batch(texts[i : i + batch], kind) for i in range(0, len(texts), batch)]
         if not parts:

@@ -11,13 +11,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from bot.rag.documents import BadDocument, Kind, PreparedPassage
 from bot.rag.embeddings import EmbeddingsError
 from bot.rag.ports import DocumentStore, Embedder, NewDocument
 from bot.rag.prepare import Preparer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 HASH_CHUNK = 1 << 20

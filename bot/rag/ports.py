@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from bot.rag.documents import Found, PreparedPassage, Scope
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EmbedKind = Literal["query", "passage"]
 

@@ -20,10 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bot.rag.analysis import index_terms
-from bot.rag.chunking import split_passages
 from bot.rag.documents import BadDocument, BadReason, Kind, PreparedPassage
-from bot.rag.extract import HEAD_BYTES, detect_kind, page_count, read_blocks
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,6 +59,8 @@ class _Refusal:
 
 
 # --- in the worker process -----------------------------------------------------------------
+# The parsers (PDFium, python-docx, lxml) are imported here, in the worker, and never in the
+# bot's own process: they are 11 MiB of its memory otherwise.
 
 
 def prepare_batch(
@@ -75,6 +74,10 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Passages of pages first_page (0-based) to first_page + max_pages of a PDF, or of the whole
     file for other kinds, with their index terms; raises BadDocument."""
+    from bot.rag.analysis import index_terms
+    from bot.rag.chunking import split_passages
+    from bot.rag.extract import page_count, read_blocks
+
     file = Path(path)
     document_kind: Kind = _known_kind(kind)
     if document_kind == "pdf":
@@ -96,6 +99,8 @@ def inspect_file(
     path: str, filename: str, mimetype: str | None, max_bytes: int, max_pages: int
 ) -> tuple[Kind, int | None]:
     """The file's kind and page count, refused (BadDocument) if too big or unreadable."""
+    from bot.rag.extract import HEAD_BYTES, detect_kind, page_count
+
     file = Path(path)
     if file.stat().st_size > max_bytes:
         raise BadDocument("too_big", "file size")

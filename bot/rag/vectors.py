@@ -13,11 +13,13 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from bot.rag.documents import Scope
 from bot.rag.ports import DocumentStore
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ def _nearest(
     parts: Sequence[tuple[np.ndarray, np.ndarray]], query: np.ndarray, limit: int
 ) -> list[tuple[int, float]]:
     """The `limit` passages of highest cosine, best first (rows and query normalised)."""
+    import numpy as np  # loaded with the first vectors: a bot without embeddings never needs it
+
     vector = np.asarray(query, dtype=np.float32).ravel()
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(norm) or norm == 0.0:
@@ -85,6 +89,8 @@ class VectorCache:
         self, store: DocumentStore, scope: Scope, query_vector: np.ndarray, limit: int
     ) -> list[tuple[int, float]]:
         """Passage ids of the scope nearest the query, with their cosine, best first."""
+        import numpy as np
+
         if limit <= 0:
             return []
         parts = await self._parts_for(store, scope)

@@ -14,11 +14,12 @@ import hashlib
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.rag.documents import Found, Scope
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Postings (passage, term) one search may score: about a microsecond each on one core. When the
 # scope is larger, the most common terms are left out (their BM25 weight is small anyway),
@@ -136,6 +137,13 @@ def lexical(conn: sqlite3.Connection, terms: Sequence[str], scope: Scope, limit:
     return ids[:limit]
 
 
+def _zeros(shape: int | tuple[int, int], dtype: str) -> np.ndarray:
+    # numpy is loaded with the first vectors: a bot without embeddings never needs it
+    import numpy as np
+
+    return np.zeros(shape, dtype=dtype)
+
+
 @dataclass
 class VectorReader:
     """Reads a scope's vectors in several trips to the database's thread, a few thousand at a
@@ -147,8 +155,8 @@ class VectorReader:
     batches: list[list[int]] = field(default_factory=list)  # document ids, trip by trip
     rows: int = 0
     size: int = 0  # bytes per vector
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    ids: np.ndarray = field(default_factory=lambda: _zeros(0, "int64"))
+    matrix: np.ndarray = field(default_factory=lambda: _zeros((0, 0), "float32"))
     filled: int = 0
 
     def plan(self, conn: sqlite3.Connection) -> None:
@@ -184,8 +192,8 @@ class VectorReader:
             held += passages
             self.rows += passages
         self.batches.append(batch)
-        self.ids = np.zeros(self.rows, dtype=np.int64)
-        self.matrix = np.zeros((self.rows, self.size // 4), dtype=np.float32)
+        self.ids = _zeros(self.rows, "int64")
+        self.matrix = _zeros((self.rows, self.size // 4), "float32")
 
     def read(self, conn: sqlite3.Connection, batch: list[int]) -> None:
         rows = conn.execute(
@@ -198,6 +206,8 @@ class VectorReader:
         rows = rows[: self.rows - self.filled]
         if not rows:
             return
+        import numpy as np
+
         end = self.filled + len(rows)
         self.ids[self.filled : end] = [row[0] for row in rows]
         self.matrix[self.filled : end] = np.frombuffer(

@@ -17,15 +17,16 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from bot.rag.documents import Found, PreparedPassage, Scope
 from bot.rag.ports import CollectionRow, DocumentRow, NewDocument
 from bot.storage import document_search as search
 from bot.storage import document_writes as writes
 from bot.storage.connection import Database
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _COLUMNS = (
     "id, name, version, kind, size, pages, passages, added_at, room_id, event_id, sharer, "
@@ -72,7 +73,7 @@ class SqliteDocuments:
     ) -> None:
         if vectors is not None and (vectors.ndim != 2 or vectors.shape[0] != len(passages)):
             raise ValueError(f"{len(passages)} passages but vectors of shape {vectors.shape}")
-        if vectors is not None and not np.isfinite(vectors).all():
+        if vectors is not None and not _finite(vectors):
             raise ValueError("vectors must be finite")
         if not passages:
             return
@@ -299,3 +300,9 @@ class SqliteDocuments:
             answer_id,
         )
         return [Found(*row) for row in rows]
+
+
+def _finite(vectors: np.ndarray) -> bool:
+    import numpy as np  # loaded with the first vectors: a bot without embeddings never needs it
+
+    return bool(np.isfinite(vectors).all())

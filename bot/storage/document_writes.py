@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from bot.rag.documents import Found, PreparedPassage
 from bot.storage import document_search as search
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_passages(
@@ -39,6 +40,8 @@ def add_passages(
         [(pid, prepared.terms, owner) for pid, prepared in zip(ids, passages, strict=True)],
     )
     if vectors is not None:
+        import numpy as np  # only with vectors: a bot without embeddings never needs it
+
         rows = np.ascontiguousarray(vectors, dtype="<f4")
         conn.executemany(
             "INSERT INTO passage_vectors (passage_id, vector) VALUES (?, ?)",
