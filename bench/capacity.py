@@ -34,7 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from bench.load import cpu_times, memory_mib, percentile
-from bot.matrix.transport import sync_filter
+from bot.matrix.transport import SYNC_FILTER
 from tests.support.bot_process import BotProcess
 from tests.support.fake_llm import Behaviour, FakeLLM
 from tests.support.synapse import Synapse
@@ -82,7 +82,7 @@ class Client:
 
     async def sync_until(self, person: Person, stop: asyncio.Event) -> None:
         """Sync in a loop, with the bot's filter and long-poll, until stop is set."""
-        params = {"timeout": "2000", "filter": json.dumps(sync_filter(person.user_id))}
+        params = {"timeout": "2000", "filter": json.dumps(SYNC_FILTER)}
         while not stop.is_set():
             response = await self.http.get(
                 "/sync", params=params, headers={"Authorization": f"Bearer {person.token}"}

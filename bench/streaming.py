@@ -67,7 +67,7 @@ class Phase:
 
 
 def start_bot(
-    folder: Path, synapse: Synapse, llm: FakeLLM, streaming: bool, slots: int | None
+    folder: Path, synapse: Synapse, llm: FakeLLM, streaming: bool, args: argparse.Namespace
 ) -> BotProcess:
     account = synapse.new_user("lucie" if streaming else "plain", exempt=True)
     # the shipped defaults, but for the limits on how much one person may ask: a few senders
@@ -76,8 +76,8 @@ def start_bot(
     if not streaming:  # unset when streaming: this runs on versions without the setting too
         settings["streaming"] = False
     llm_settings: dict[str, Any] = {"first_token_timeout_s": 60, "chunk_timeout_s": 30}
-    if slots is not None:
-        llm_settings["max_concurrent_requests"] = slots
+    if args.max_concurrent is not None:
+        llm_settings["max_concurrent_requests"] = args.max_concurrent
     bot = BotProcess(
         folder,
         synapse,
@@ -88,6 +88,7 @@ def start_bot(
         data={"collection": "off"},
         guard={"quotas": {"enabled": False}},
         log_level="INFO",
+        python=args.bot_python or sys.executable,
     )
     bot.start()
     return bot
@@ -163,7 +164,7 @@ async def run(args: argparse.Namespace) -> None:
 
         for mode in modes:
             folder_of = folder / mode.replace(" ", "-")
-            bots[mode] = start_bot(folder_of, synapse, llm, mode == MODES[0], args.max_concurrent)
+            bots[mode] = start_bot(folder_of, synapse, llm, mode == MODES[0], args)
         rooms: dict[str, list[tuple[Person, str]]] = {mode: [] for mode in modes}
         for count in args.rooms:
             for mode in modes:
@@ -223,7 +224,7 @@ def report(
         f"at {args.token_rate:g}/s ({model_s:.2f} s an answer); the bots with the shipped "
         f"defaults (per-person limits and quotas off), model slots: {slots}; {args.repeats} "
         f"rounds per point, the bots taking turns; Synapse on loopback (SQLite), everyone "
-        f"exempt from rate limits"
+        f"exempt from rate limits; bots run by {args.bot_python or 'the test environment'}"
     )
     print(
         f"- Synapse ceiling in this run: {ceiling:.1f} events/s (20 senders at once, a DM each "
@@ -286,6 +287,11 @@ def main() -> None:
         help="streaming,one (both by default)",
     )
     parser.add_argument("--max-concurrent", type=int, help="model slots (default: the shipped)")
+    parser.add_argument(
+        "--bot-python",
+        help="run the bots with this interpreter: a plain `pip install .` (as the Docker image "
+        "has it) loads fewer modules than the test environment",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy the streaming bot at the most rooms")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     asyncio.run(run(parser.parse_args()))

@@ -108,6 +108,7 @@ def test_what_only_some_deployments_use_is_not_loaded_at_start():
         "bot.rag.extract",
         "bot.export.formats",
         "cryptography",
+        "multiprocessing",
     ]
     probe = f"import sys, bot.cli, bot.app; print([m for m in {loaded_later} if m in sys.modules])"
     result = subprocess.run(

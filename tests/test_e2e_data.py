@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 
 import tomli_w
 
@@ -390,3 +391,35 @@ async def test_votes_once_collection_pauses_notice_versions_and_tchap_names(
     config["data"]["notice_version"] = 2
     bot.config_path.write_text(tomli_w.dumps(config), encoding="utf-8")
     assert bot.export("kto", out).returncode == 0 and rows(out) == []
+
+
+async def test_an_operator_redacting_the_bots_messages_erases_its_answers(
+    make_user, start_bot, synapse, llm
+):
+    """Synapse's admin API redacts a user's events as that user: the redactions come from the
+    bot's own account, and must erase what they redact like any other."""
+    bot = start_bot()
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot, direct=True)
+    question = await alice.send(room, "Une question à effacer ?")
+    assert await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, question), 60)
+    answer = answer_to(alice.events[room], bot.user_id, question)["event_id"]
+    assert (await bot.settled("SELECT text FROM answers"))[0]["text"]
+
+    synapse.request(
+        "POST",
+        f"/_synapse/admin/v1/user/{urllib.parse.quote(bot.user_id)}/redact",
+        {"rooms": [room]},
+        token=synapse.admin.access_token,
+    )
+
+    async def erased() -> bool:
+        rows = await bot.query(
+            "SELECT text, erased_at FROM answers WHERE answer_event_id = ?", answer
+        )
+        kept = await bot.query("SELECT body FROM messages WHERE event_id = ?", answer)
+        return bool(rows and rows[0]["text"] is None and rows[0]["erased_at"]) and (
+            not kept or not kept[0]["body"]
+        )
+
+    await eventually(erased, within=60)

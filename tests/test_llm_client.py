@@ -248,3 +248,65 @@ async def test_the_usage_chunk_gives_prompt_and_answer_tokens():
     finally:
         await model.aclose()
         await runner.cleanup()
+
+
+async def serve(routes: list[tuple[str, str, object]]) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+async def test_a_redirect_is_never_followed_with_the_conversation():
+    """A model server (or whoever answers in its name) that redirects gets no second copy of
+    the conversation sent elsewhere: the answer fails as a bad response."""
+    elsewhere: list[bytes] = []
+
+    async def collector(request: web.Request) -> web.Response:
+        elsewhere.append(await request.read())
+        return web.Response(text="{}")
+
+    sink, sink_url = await serve([("*", "/{tail:.*}", collector)])
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{sink_url}{request.path}")
+
+    source, source_url = await serve([("*", "/{tail:.*}", redirect)])
+    model = ChatModel(LLMSettings(base_url=f"{source_url}/v1", model="m", tokenize="auto"))
+    try:
+        with pytest.raises(LLMError) as raised:
+            await collect(model)
+        assert raised.value.kind == "bad_response"
+        await model.count_tokens(QUESTION)  # /tokenize, /models and /metrics alike
+        await model.reachable()
+        await model.server_waiting()
+    finally:
+        await model.aclose()
+        await source.cleanup()
+        await sink.cleanup()
+    assert elsewhere == []
+
+
+async def test_a_hostile_token_count_falls_back_to_the_estimate():
+    counts = ["1e999", "NaN", "-5", "7"]
+
+    async def tokenize(request: web.Request) -> web.Response:
+        return web.Response(text=f'{{"count": {counts.pop(0)}}}', content_type="application/json")
+
+    runner, url = await serve([("POST", "/tokenize", tokenize)])
+    model = ChatModel(LLMSettings(base_url=f"{url}/v1", model="m"))
+    text = "Bonjour à tous"
+    try:
+        assert await model._count(text) == estimate_tokens(text)  # infinity
+        assert await model._count(text + " ") == estimate_tokens(text + " ")  # not a number
+        assert await model._count("a") == 0  # negative, clamped
+        assert await model._count("b") == 7
+        assert await model._count("b") == 7  # kept, not asked again
+    finally:
+        await model.aclose()
+        await runner.cleanup()
+    assert counts == []

@@ -46,6 +46,14 @@ def test_a_hostile_metrics_page_gives_a_bounded_count_or_none():
     assert waiting_requests(f"{gauge} NaN\n") is None
     assert waiting_requests(f"{gauge} {{{{{{ not a number\n") is None
     assert waiting_requests("other_metric 5\n") is None
+    assert waiting_requests(f"{gauge}_by_reason 5\n") is None  # another metric, same prefix
+    assert waiting_requests(f"{gauge} 1e308\n{gauge} 1e308\n") == 100_000  # no overflow
+    assert waiting_requests("tgi_queue_size 2 1700000000000\n") == 2  # with a timestamp
+    # label values full of escaped quotes took prometheus_client's parser quadratic time on
+    # the event loop; such a line is no waiting gauge and is skipped without being read
+    hostile = gauge + '{a="' + '\\"' * 500_000 + '"} 9\n'
+    assert waiting_requests(hostile + f"{gauge} 1\n") == 1
+    assert waiting_requests(f"{gauge} 1\n" * 1000) == 64  # at most 64 lines are read
 
 
 async def holders(
@@ -80,20 +88,25 @@ async def test_more_slots_let_waiting_answers_in_and_fewer_wait_for_answers_to_f
     assert late == ["!d"] and scheduler.in_use == 0 and scheduler.limit == 1
 
 
-async def test_slots_shrink_while_the_server_queues_and_grow_back_while_the_bot_does():
+async def test_slots_shrink_while_the_server_queues_and_grow_back_once_it_keeps_up():
     scheduler = FairScheduler(limit=8)
     queue = ServerQueue(scheduler, lambda: asyncio.sleep(0, None), ceiling=8)
     (tasks, granted), release = await holders(scheduler, [f"!r{n}" for n in range(12)])
     assert scheduler.in_use == 8 and scheduler.queued == 4
-    queue.adjust(waiting=3)  # three of the eight wait at the server
+    queue.adjust(waiting=3)  # vLLM counts a request as waiting until its next step: one look
+    assert scheduler.limit == 8  # is not enough
+    queue.adjust(waiting=3)  # three of the eight still wait at the server
     assert scheduler.limit == 5
     queue.adjust(waiting=1)  # older news of the same requests: no lower than under way less it
     assert scheduler.limit == 5
-    queue.adjust(waiting=0)  # the server keeps up and answers wait here: a quarter more
+    queue.adjust(waiting=0)  # the server keeps up: a quarter more
     assert scheduler.limit == 6
     for _ in range(5):
         queue.adjust(waiting=0)
     assert scheduler.limit == 8  # never beyond llm.max_concurrent_requests
+    queue.adjust(waiting=7)
+    queue.adjust(waiting=7)
+    assert scheduler.limit == 4  # at most half at a time
     release.set()
     await asyncio.wait_for(asyncio.gather(*tasks), BOUND_S)
     assert sorted(granted) == sorted(f"!r{n}" for n in range(12))
@@ -107,6 +120,15 @@ async def test_the_check_runs_in_the_background_at_most_every_two_seconds(llm):
     (tasks, _), release = await holders(scheduler, ["!a", "!b", "!c", "!d"])
     try:
         llm.waiting = 2
+        queue.nudge()
+        asked = llm.metrics_requests
+
+        async def looked() -> bool:
+            return llm.metrics_requests > asked and queue._check is None
+
+        await eventually(looked, within=BOUND_S)
+        assert scheduler.limit == 4  # one look is not enough
+        now[0] += 2.5
         queue.nudge()
 
         async def shrunk() -> bool:

@@ -3,8 +3,8 @@
 vLLM batches many requests at once, but what it cannot batch waits in its own queue, first come
 first served: one busy room's questions would then hold everyone else's. When the server says
 requests are waiting (vLLM's and llama.cpp's /metrics), the bot sends fewer at once, so that the
-rest wait in its fair queue, room after room; when the server's queue is empty and answers wait
-in the bot's, it sends more again, up to llm.max_concurrent_requests."""
+rest wait in its fair queue, room after room; when the server's queue is empty again, it sends
+more, up to llm.max_concurrent_requests."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class ServerQueue:
         self.ceiling = ceiling
         self.clock = clock
         self._last_check = -CHECK_EVERY_S
+        self._busy = False  # the last check found requests waiting at the server
         self._check: asyncio.Task[None] | None = None
 
     def nudge(self) -> None:
@@ -55,12 +56,15 @@ class ServerQueue:
 
     def adjust(self, waiting: int) -> None:
         scheduler, limit = self.scheduler, self.scheduler.limit
+        busy_before, self._busy = self._busy, waiting > 0
         if waiting > 0:
-            # the server is full: what it cannot start waits here instead, in fair turns (the
-            # requests it holds may be the bot's own, sent before the last check: never more
-            # than what is under way, less what waits, and never up again on this news)
-            target = min(limit, max(MIN_SLOTS, scheduler.in_use - waiting))
-        elif scheduler.queued and limit < self.ceiling:
+            if not busy_before:
+                return  # vLLM counts a request as waiting until its next step: one look is news
+            # the server stays full: what it cannot start waits here instead, in fair turns;
+            # the requests it holds may be the bot's own, sent before the last check, so never
+            # more than what is under way less what waits, and at most half at a time
+            target = max(MIN_SLOTS, limit // 2, min(limit, scheduler.in_use - waiting))
+        elif limit < self.ceiling:
             target = min(self.ceiling, limit + max(1, limit // 4))
         else:
             return

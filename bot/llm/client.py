@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import aiohttp
 from bot.config import LLMSettings
 from bot.llm.sse import EventTooLarge, data_batches
 from bot.llm.wire import (
+    MAX_TOKENS_COUNTED,
     METRICS_BODY_BYTES,
     Failure,
     LLMError,
@@ -43,7 +45,13 @@ log = logging.getLogger(__name__)
 CHARS_PER_TOKEN = 3.0
 TOKENS_PER_MESSAGE = 4
 SSE_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-PROBE_BODY_BYTES = 64 * 1024  # a /tokenize answer is a count or a list of token ids
+PROBE_BODY_BYTES = 64 * 1024  # what /models says
+# /tokenize answers a count, or the list of token ids (vLLM, llama.cpp): 16,000 ids for the
+# longest Matrix message
+TOKENIZE_BODY_BYTES = 1024 * 1024
+TOKEN_CACHE_ENTRIES = 4096
+# connections beyond the model slots: token counts and probes, a few at a time
+SPARE_CONNECTIONS = 16
 # a connection the server dropped, or an answer it broke off midway
 UNREACHABLE_ERRORS = (
     aiohttp.ClientConnectionError,
@@ -73,6 +81,7 @@ class Backend:
 
     base_url: str
     failed_at: float | None = None
+    has_metrics: bool | None = None  # unknown until its /metrics was read once
 
     @property
     def usable(self) -> bool:
@@ -88,17 +97,20 @@ class ChatModel:
         if settings.api_key is not None:
             self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._tokenize_available: bool | None = None if settings.tokenize == "auto" else False
-        self._metrics_available: bool | None = None
-        self._token_cache: OrderedDict[str, int] = OrderedDict()
+        # keyed by a digest: 4,096 messages of up to 64 KiB each are not kept whole
+        self._token_cache: OrderedDict[bytes, int] = OrderedDict()
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """Made at first use, inside the running event loop, as aiohttp wants."""
+        """Made at first use, inside the running event loop, as aiohttp wants. Read time-outs
+        are enforced below, around the headers, the first token and each chunk. Redirects are
+        never followed (every request below says so): a conversation is sent to the configured
+        server or to none."""
+        if self._closed:
+            raise aiohttp.ClientConnectionError("the model client is closed")
         if self._session is None:
-            # Read time-outs are enforced below, around the headers, the first token and each
-            # chunk. Connections are kept alive and not limited in number: the model slots
-            # (llm.max_concurrent_requests) are the limit.
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(
@@ -106,11 +118,14 @@ class ChatModel:
                     connect=self.settings.connect_timeout_s,
                     sock_connect=self.settings.connect_timeout_s,
                 ),
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.max_concurrent_requests + SPARE_CONNECTIONS
+                ),
             )
         return self._session
 
     async def aclose(self) -> None:
+        self._closed = True  # a check still under way must not open a new session
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -165,7 +180,8 @@ class ChatModel:
         async def probe(backend: Backend) -> bool:
             try:
                 async with asyncio.timeout(self._probe_timeout_s):
-                    async with self.http.get(f"{backend.base_url}/models") as response:
+                    url = f"{backend.base_url}/models"
+                    async with self.http.get(url, allow_redirects=False) as response:
                         await start_of(response, PROBE_BODY_BYTES)  # a whole answer, in time
                         return response.status < 500
             except (aiohttp.ClientError, TimeoutError):
@@ -177,9 +193,10 @@ class ChatModel:
     async def server_waiting(self) -> int | None:
         """Requests waiting in the model servers' own queues, summed over the servers, from
         their Prometheus /metrics; None when no server says (none has them, or none answered)."""
-        if self._metrics_available is False:
+        asked = [b for b in self.backends if b.has_metrics is not False]
+        if self._closed or not asked:
             return None
-        counts = await asyncio.gather(*(self._waiting_at(b) for b in self.backends))
+        counts = await asyncio.gather(*(self._waiting_at(b) for b in asked))
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
 
@@ -187,19 +204,19 @@ class ChatModel:
         root = backend.base_url.removesuffix("/v1")
         try:
             async with asyncio.timeout(self._probe_timeout_s):
-                async with self.http.get(f"{root}/metrics") as response:
+                async with self.http.get(f"{root}/metrics", allow_redirects=False) as response:
                     status = response.status
                     body = await start_of(response, METRICS_BODY_BYTES)
         except (aiohttp.ClientError, TimeoutError):
             return None
         if status in (404, 405, 501):
-            if self._metrics_available is None:
-                self._metrics_available = False
-                log.info("model server has no /metrics; the bot's own queue sets the pace")
+            if backend.has_metrics is None:
+                backend.has_metrics = False
+                log.info("%s has no /metrics: the bot's own queue sets its pace", backend.base_url)
             return None
         waiting = waiting_requests(body)
         if waiting is not None:
-            self._metrics_available = True
+            backend.has_metrics = True
         return waiting
 
     @property
@@ -233,7 +250,9 @@ class ChatModel:
                 try:
                     async with asyncio.timeout_at(first_deadline):
                         response = await stack.enter_async_context(
-                            self.http.post(url, json=body, headers=SSE_HEADERS)
+                            self.http.post(
+                                url, json=body, headers=SSE_HEADERS, allow_redirects=False
+                            )
                         )
                         await raise_for_status(response)
                 except TimeoutError:
@@ -309,15 +328,16 @@ class ChatModel:
         return sum(counts) + TOKENS_PER_MESSAGE * len(messages)
 
     async def _count(self, text: str) -> int:
-        cached = self._token_cache.get(text)
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        cached = self._token_cache.get(key)
         if cached is not None:
-            self._token_cache.move_to_end(text)
+            self._token_cache.move_to_end(key)
             return cached
         count = await self._tokenize(text) if self._tokenize_available is not False else None
         if count is None:
             return estimate_tokens(text)
-        self._token_cache[text] = count
-        if len(self._token_cache) > 4096:
+        self._token_cache[key] = count
+        if len(self._token_cache) > TOKEN_CACHE_ENTRIES:
             self._token_cache.popitem(last=False)
         return count
 
@@ -329,9 +349,10 @@ class ChatModel:
                 async with self.http.post(
                     f"{root}/tokenize",
                     json={"model": self.settings.model, "prompt": text, "content": text},
+                    allow_redirects=False,
                 ) as response:
                     status = response.status
-                    body = await start_of(response, PROBE_BODY_BYTES)
+                    body = await start_of(response, TOKENIZE_BODY_BYTES)
         except (aiohttp.ClientError, TimeoutError):
             return None
         if status in (404, 405, 501):
@@ -340,11 +361,11 @@ class ChatModel:
             return None
         try:
             data = json.loads(body)
-            count = data["count"] if "count" in data else len(data["tokens"])
-        except (ValueError, KeyError, TypeError):
+            count = int(data["count"] if "count" in data else len(data["tokens"]))
+        except (ValueError, KeyError, TypeError, OverflowError):  # 1e999, NaN, nonsense
             return None
         self._tokenize_available = True
-        return int(count)
+        return min(max(0, count), MAX_TOKENS_COUNTED)
 
 
 def estimate_tokens(text: str) -> int:

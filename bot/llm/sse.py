@@ -21,12 +21,18 @@ async def data_batches(
 ) -> AsyncGenerator[list[str], None]:
     """The `data` of each event (its data lines joined by newlines), in order, grouped by the
     read that completed them: a reader that reads less often handles many events per wake-up."""
-    pending = b""
+    pending = bytearray()
     data: list[bytes] = []
     size = 0
     async for chunk in chunks:
         pending += chunk
-        *lines, pending = pending.split(b"\n")
+        if b"\n" not in chunk:
+            # only what came now is searched: a line dribbled a byte at a time costs linear time
+            if len(pending) > limit:
+                raise EventTooLarge(f"an event line over {limit} bytes")
+            continue
+        *lines, rest = bytes(pending).split(b"\n")
+        pending = bytearray(rest)
         if len(pending) > limit:
             raise EventTooLarge(f"an event line over {limit} bytes")
         batch: list[str] = []

@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot.errors import TransientError
 from bot.llm.sse import EventTooLarge
@@ -23,7 +23,14 @@ MAX_WAITING = 100_000  # a hostile server's count is bounded
 MAX_TOKENS_COUNTED = 10_000_000  # more than any answer and prompt: a server's count beyond is not
 METRICS_BODY_BYTES = 1024 * 1024  # vLLM's /metrics, histograms included, is about 100 kB
 # requests a server holds in its own queue, not yet generating: vLLM's, llama.cpp's
-WAITING_METRICS = ("vllm:num_requests_waiting", "llamacpp:requests_deferred")
+# (Text Generation Inference's too)
+WAITING_METRICS = ("vllm:num_requests_waiting", "llamacpp:requests_deferred", "tgi_queue_size")
+# name, optional labels, a value, an optional timestamp
+GAUGE_LINE = re.compile(
+    r"(?P<name>[a-z_:]+)(?:\{[^{}\n]*\})?[ \t]+(?P<value>[^ \t]+)(?:[ \t]+-?\d+)?[ \t]*"
+)
+MAX_GAUGE_LINE_CHARS = 512
+MAX_GAUGE_LINES = 64
 
 
 class Failure(StrEnum):
@@ -59,6 +66,8 @@ class StreamResult:
 async def raise_for_status(response: aiohttp.ClientResponse) -> None:
     """Called under the first-token time-out: the error body is read within it, and only its
     start (a server may send an endless one)."""
+    if 300 <= response.status < 400:
+        raise LLMError(Failure.BAD_RESPONSE, f"redirected (HTTP {response.status}), not followed")
     if response.status < 400:
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
@@ -131,19 +140,28 @@ async def drain(events: AsyncIterator[list[str]]) -> None:
 
 
 def waiting_requests(exposition: str) -> int | None:
-    """The waiting requests a Prometheus text exposition reports, if it has the metric. Only
-    the lines of the metric are handed to the parser: the whole page is mostly histograms."""
-    lines = [line for line in exposition.splitlines() if line.startswith(WAITING_METRICS)]
-    if not lines:
-        return None
-    try:
-        families = list(text_string_to_metric_families("\n".join(lines) + "\n"))
-    except ValueError:
-        return None
-    values = [
-        sample.value
-        for family in families
-        for sample in family.samples
-        if sample.name in WAITING_METRICS and math.isfinite(sample.value)
-    ]
-    return max(0, min(int(sum(values)), MAX_WAITING)) if values else None
+    """The waiting requests a Prometheus text exposition reports, if it has the metric.
+
+    Read line by line with a strict pattern, not prometheus_client's parser: a hostile server's
+    label values full of escaped quotes take that parser quadratic time, on the event loop. A
+    waiting gauge line is short (name, a few labels, a number): longer lines are not one."""
+    total = 0.0
+    found = False
+    lines = 0
+    for line in exposition.splitlines():
+        if not line.startswith(WAITING_METRICS):
+            continue
+        lines += 1
+        if lines > MAX_GAUGE_LINES:
+            break
+        match = GAUGE_LINE.fullmatch(line) if len(line) <= MAX_GAUGE_LINE_CHARS else None
+        if match is None or match["name"] not in WAITING_METRICS:
+            continue
+        try:
+            value = float(match["value"])
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            total += min(max(value, 0.0), MAX_WAITING)
+            found = True
+    return min(int(total), MAX_WAITING) if found else None

@@ -65,8 +65,8 @@ class DirectRooms:
         direct = count <= 2
         if self._direct.get(room_id) == direct:
             return  # Synapse repeats the summary in most syncs: no write when nothing changed
-        self._direct[room_id] = direct
         await self.store.set_room(room_id, direct=int(direct))
+        self._direct[room_id] = direct  # once stored: a failed write is tried again next sync
 
     async def _joined_count(self, room_id: str) -> int | None:
         try:

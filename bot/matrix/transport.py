@@ -44,17 +44,15 @@ log = logging.getLogger(__name__)
 UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
 
 
-def sync_filter(user_id: str) -> dict[str, Any]:
-    """What the bot's sync asks for. Its own messages are left out of the timeline: it knows
-    what it sent, and each of them (a reply, every edit) would otherwise wake a sync of its
-    own, the whole way through nio, just to be ignored. Its own membership still comes, in the
-    room state (Synapse always includes the syncing user's own under lazy loading)."""
-    return {
-        "room": {
-            "state": {"lazy_load_members": True},
-            "timeline": {"limit": 50, "lazy_load_members": True, "not_senders": [user_id]},
-        }
+# The bot's own events stay in its timeline, though it ignores its own messages: redactions
+# sent in its name (Synapse's admin API redacts a user's events as that user) must still erase
+# what they redact. Leaving them out would save 1.5 to 2.3 ms of CPU per answer (measured).
+SYNC_FILTER = {
+    "room": {
+        "state": {"lazy_load_members": True},
+        "timeline": {"limit": 50, "lazy_load_members": True},
     }
+}
 
 
 class LoginFailed(OperatorError):
@@ -66,7 +64,6 @@ class MatrixTransport:
         self.settings = settings
         self.store = store
         self.user_id = settings.matrix.user_id
-        self._sync_filter = sync_filter(self.user_id)
         data_dir = settings.data_dir
         self.credentials_path = paths.credentials(data_dir)
         self.store_dir = store_dir = paths.crypto_store(data_dir)
@@ -239,7 +236,7 @@ class MatrixTransport:
         """A stop request cuts the long poll short instead of waiting for it to end."""
         sync = asyncio.ensure_future(
             self.client.sync(
-                timeout=poll_ms, sync_filter=self._sync_filter, since=since, full_state=first
+                timeout=poll_ms, sync_filter=SYNC_FILTER, since=since, full_state=first
             )
         )
         stop = asyncio.ensure_future(self._stopping.wait())

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 from collections.abc import AsyncGenerator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,6 +22,7 @@ from bot.rag.documents import BadDocument, BadReason, Kind, PreparedPassage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from concurrent.futures import ProcessPoolExecutor
 
     from bot.config import RagSettings
 
@@ -236,7 +235,7 @@ class Preparer:
         pool, future = await self._submit(function, *args)
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
-        except (TimeoutError, BrokenProcessPool) as exc:
+        except (TimeoutError, BrokenExecutor) as exc:
             self._discard(pool)
             log.warning("document worker %s: restarted", type(exc).__name__)
             raise BadDocument("corrupt", f"worker: {type(exc).__name__}") from exc
@@ -258,7 +257,7 @@ class Preparer:
                 # submitting may start the worker process: that is kept off the loop too
                 future = await asyncio.to_thread(pool.submit, _guarded, function, *args)
                 return pool, future
-            except BrokenProcessPool:
+            except BrokenExecutor:
                 self._discard(pool)
                 if attempt:
                     raise BadDocument("corrupt", "worker cannot start") from None
@@ -268,6 +267,10 @@ class Preparer:
         raise AssertionError("unreachable")
 
     def _start(self) -> ProcessPoolExecutor:
+        # imported with the first file: multiprocessing is 2 MiB of a bot that may never need it
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         self._pool = ProcessPoolExecutor(
             max_workers=1,
             # spawn, not fork: the child starts clean rather than with a copy of the bot's

@@ -42,8 +42,10 @@ class BotProcess:
         guard: dict[str, Any] | None = None,
         log_level: str = "DEBUG",
         log_format: str = "text",
+        python: str = sys.executable,  # another interpreter: the bot as a plain install runs it
     ) -> None:
         self.folder = folder
+        self.python = python
         folder.mkdir(parents=True, exist_ok=True)
         self.user_id = account.user_id
         self.data_dir = folder / "data"
@@ -89,7 +91,7 @@ class BotProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env = {k: v for k, v in env.items() if not k.startswith("LUCIE_BOT_")}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--config", str(self.config_path)],
+            [self.python, "-m", "bot", "run", "--config", str(self.config_path)],
             cwd=ROOT,
             env=env,
             stdout=log,
