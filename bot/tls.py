@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 import ssl
 
-import httpx
-
 
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """httpx's own default (certifi's authorities, SSL_CERT_FILE honoured), made once."""
+    import httpx  # only the clients that need it load it
+
     return httpx.create_ssl_context()

@@ -97,8 +97,9 @@ def test_types_check():
 
 def test_what_only_some_deployments_use_is_not_loaded_at_start():
     """Memory is mostly modules loaded: document parsers run in their worker process, vectors
-    only with an embeddings server, export formats only when exporting; nio's crypto library
-    serves cross-signing and key backup too."""
+    only with an embeddings server, export formats only when exporting, httpx only for files
+    and remote moderation or retrieval servers; nio's crypto library and its HTTP client serve
+    cross-signing and key backup too."""
     loaded_later = [
         "numpy",
         "docx",
@@ -109,6 +110,7 @@ def test_what_only_some_deployments_use_is_not_loaded_at_start():
         "bot.export.formats",
         "cryptography",
         "multiprocessing",
+        "httpx",
     ]
     probe = f"import sys, bot.cli, bot.app; print([m for m in {loaded_later} if m in sys.modules])"
     result = subprocess.run(

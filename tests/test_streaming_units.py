@@ -22,7 +22,7 @@ from bot.core.pseudonyms import LocalPseudonyms
 from bot.core.records import AnswerRow
 from bot.core.relay import Relay
 from bot.core.render import edit_content
-from bot.core.streaming import ReplyStream, retrying, send_notice
+from bot.core.streaming import ReplyStream, SendPace, retrying, send_notice
 from bot.llm.client import StreamResult, estimate_tokens
 from bot.matrix.transport import MatrixTransport
 from bot.storage.store import Store
@@ -356,7 +356,7 @@ async def test_an_answer_the_homeserver_refuses_ends_with_a_plain_notice(tmp_pat
 
 
 def test_an_edit_of_the_longest_text_allowed_fits_in_one_event():
-    from bot.core.streaming import fit_to_event
+    from bot.core.answer_size import fit_to_event
 
     text = "Un <b>mot</b> & « é » 🙂 " * 5000
     marker = say("en", "answer.incomplete")
@@ -422,3 +422,32 @@ async def test_a_long_answer_gets_its_edits_further_apart():
     await eventually(edited, within=BOUND_S)
     assert reply.next_interval() == pytest.approx(0.05 * 5)  # 5,000 characters shown
     await asyncio.wait_for(reply.finish("x" * 5_000), BOUND_S)
+
+
+async def stream_for(reply: ReplyStream, seconds: float) -> None:
+    words: list[str] = []
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        words.append("mot")
+        reply.update(" ".join(words))
+        await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(reply.finish(" ".join(words)), BOUND_S)
+
+
+async def test_while_the_homeserver_is_slow_a_short_answer_goes_out_whole():
+    busy = SendPace()
+    for _ in range(20):
+        busy.took(0.4)  # other answers' messages took 0.4 s each lately
+    assert busy.first_delay(0.25) == pytest.approx(1.6, rel=0.05)
+    assert SendPace().first_delay(0.25) == 0.25
+    port = SlowPort(0.0)
+    reply = reply_stream(port, thread_root=None, first_delay=0.25, pace=busy)
+    await stream_for(reply, 1.0)
+    assert len(port.sent) == 1 and reply.edits == 0  # one event, as with streaming off
+    quick_port = SlowPort(0.0)
+    quick = reply_stream(quick_port, thread_root=None, first_delay=0.25, pace=SendPace())
+    await stream_for(quick, 1.0)
+    assert quick.edits >= 1 and len(quick_port.sent) >= 2  # shown early, then edited
+    for _ in range(50):
+        busy.took(10.0)
+    assert busy.first_delay(0.25) == 5.0  # never more than five seconds before a first text

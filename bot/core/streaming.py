@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from bot.core.answer_size import Oversized, TextView, render_within
 from bot.core.ports import ChatPort, RateLimited, SendFailed, SendRefused
 from bot.core.render import edit_content, message_content
 
@@ -20,100 +20,32 @@ SEND_RETRY_S = 2.0
 NOTICE_TIMEOUT_S = 120
 T = TypeVar("T")
 
-# Homeservers refuse an event over 64 KiB (M_TOO_LARGE), counted on the whole event: room for
-# what the homeserver adds (ids, hashes, signatures, auth and prev events) is kept aside, and in
-# an encrypted room the content travels as the base64 of its JSON, 4/3 as long.
-MAX_EVENT_BYTES = 65_536
-ENVELOPE_BYTES = 4_096
-CONTENT_BYTES = (MAX_EVENT_BYTES - ENVELOPE_BYTES) * 3 // 4 - 512
-# An edit carries its text at least twice (body and m.new_content.body): beyond this many
-# bytes of text, no edit can carry it.
-TEXT_BYTES = CONTENT_BYTES // 2
-# Rendering Markdown takes about 5 ms per kB: longer texts are rendered off the event loop.
-RENDER_OFF_LOOP_CHARS = 2_000
-LONGEST_EVENT_ID = "$" + "x" * 254  # the spec's limit: 255 bytes
 # Each edit carries the whole text again: past this many characters shown, edits come further
 # apart in proportion, so a long answer costs the homeserver about as much as a short one.
 EDIT_GROWTH_CHARS = 1_000
-# A homeserver that took this many times longer to take the last edit than the interval is
-# spared: the next edit waits that many times its time to answer.
+# A homeserver slow to take the bot's messages is spared: the next edit, and the first text of
+# a new answer, wait at least this many times its recent time to take one.
 SLOW_SEND_FACTOR = 4.0
+PACE_WEIGHT = 0.2  # of the latest send in the running average: recent sends tell the pace
+MAX_FIRST_DELAY_S = 5.0
 
 
-class Oversized(SendRefused):
-    """The event would be over the size limit: never sent, as it could only be refused."""
+class SendPace:
+    """How long the homeserver has lately taken to accept the bot's messages, across rooms.
 
-
-class TextView(Protocol):
-    """Text that is worked out only when read: what a send shows of an answer so far."""
-
-    def text(self) -> str: ...
-
-
-class AnswerText:
-    """An answer as it streams in, kept as its deltas and joined only when it is read.
-
-    Adding each delta to the text so far copied the whole text every time: quadratic in its
-    length, enough for an endless stream of tiny deltas to hold the event loop. Past TEXT_BYTES
-    the rest is dropped (`full`): no event could carry it."""
+    A homeserver that is slow is a busy one, and each first text and edit is one more event for
+    it: then a new answer waits longer before its first text (a short one goes out whole, one
+    event, as with streaming off) and edits come further apart. Quick homeservers see no
+    change."""
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
-        self.size = 0  # UTF-8 bytes so far
-        self.full = False
-        self.has_text = False  # more than white space
+        self.recent_s = 0.0
 
-    def add(self, delta: str) -> None:
-        if self.full or not delta:
-            return
-        encoded = delta.encode()
-        if self.size + len(encoded) > TEXT_BYTES:
-            self.full = True
-            encoded = encoded[: TEXT_BYTES - self.size]
-            delta = encoded.decode("utf-8", "ignore")
-        self._parts.append(delta)
-        self.size += len(encoded)
-        if not self.has_text and not delta.isspace():
-            self.has_text = True
+    def took(self, seconds: float) -> None:
+        self.recent_s += PACE_WEIGHT * (seconds - self.recent_s)
 
-    def text(self) -> str:
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]  # the next read joins only what came since
-        return self._parts[0].strip() if self._parts else ""
-
-
-def content_bytes(content: dict[str, Any]) -> int:
-    """At least what the event's content weighs on the wire (ASCII-escaped JSON, as nio sends
-    it and encrypts it), and in the homeserver's canonical JSON."""
-    return len(json.dumps(content, separators=(",", ":")))
-
-
-def fits(text: str, mention: str | None) -> bool:
-    """Whether an edit carrying text (the largest event an answer makes) stays in one event."""
-    content = edit_content(LONGEST_EVENT_ID, text, mention=mention)
-    return content_bytes(content) <= CONTENT_BYTES
-
-
-def fit_to_event(text: str, answer: str, marker: str, mention: str | None) -> str:
-    """text if it fits in one event; else the longest start of answer found that fits with the
-    marker after it. CPU-bound for long texts: run it in a thread."""
-    if fits(text, mention):
-        return text
-
-    def cut(length: int) -> str:
-        start = answer[:length].rstrip()
-        return f"{start}\n\n{marker}" if start else marker
-
-    # each character is at least a byte in each of the body's two copies; a cut within 1.5 %
-    # of the longest is as good, and spares renderings
-    low, high = 0, min(len(answer), TEXT_BYTES)
-    while high - low > max(16, high // 64):
-        middle = (low + high + 1) // 2
-        if fits(cut(middle), mention):
-            low = middle
-        else:
-            high = middle - 1
-    return cut(low)
+    def first_delay(self, base: float) -> float:
+        return max(base, min(SLOW_SEND_FACTOR * self.recent_s, MAX_FIRST_DELAY_S))
 
 
 class ReplyStream:
@@ -142,6 +74,7 @@ class ReplyStream:
         first_txn_id: str | None = None,
         first_may_exist: bool = False,
         live: bool = True,
+        pace: SendPace | None = None,
     ) -> None:
         self.port = port
         self.room_id = room_id
@@ -179,13 +112,14 @@ class ReplyStream:
         self.first_may_exist = first_may_exist
         # off: nothing is shown before finish, which sends the whole answer as one message
         self.live = live
+        self.pace = pace or SendPace()  # shared by the publisher's answers
 
     def update(self, text: str | TextView) -> None:
         """The latest text; a TextView is read only when a send is due."""
         self._latest = text
         self._changed.set()
         if self._publisher is None and self.live:
-            self._first_due = time.monotonic() + self.first_delay
+            self._first_due = time.monotonic() + self.pace.first_delay(self.first_delay)
             self._publisher = asyncio.create_task(self._publish())
 
     def poke(self) -> None:
@@ -198,7 +132,11 @@ class ReplyStream:
         slow to take edits (the one place where fewer events help everyone in its rooms)."""
         shown = len(self._sent[0]) if self._sent else 0
         by_length = self.interval * max(1.0, shown / EDIT_GROWTH_CHARS)
-        return max(by_length, SLOW_SEND_FACTOR * self._send_took)
+        return max(by_length, SLOW_SEND_FACTOR * max(self._send_took, self.pace.recent_s))
+
+    def _took(self, seconds: float) -> None:
+        self._send_took = seconds
+        self.pace.took(seconds)
 
     def _latest_text(self) -> str:
         latest = self._latest
@@ -275,14 +213,14 @@ class ReplyStream:
                 live=live,
             )
             try:
-                content = await _render(text, build)
+                content = await render_within(text, build)
             except Oversized:
                 if fresh:
                     self._first = None  # never sent: the first message may still be another
                 raise
             started = time.monotonic()
             event_id = await self.port.send(self.room_id, content, txn_id)
-            self._send_took = time.monotonic() - started
+            self._took(time.monotonic() - started)
             self.event_id = event_id
             self.first_visible_at = time.time()
             await self.on_first_event(event_id)
@@ -294,10 +232,10 @@ class ReplyStream:
             build = functools.partial(
                 edit_content, self.event_id, text, mention=self.mention, live=live
             )
-            content = await _render(text, build)
+            content = await render_within(text, build)
             started = time.monotonic()
             await self.port.send(self.room_id, content, txn_id)
-            self._send_took = time.monotonic() - started
+            self._took(time.monotonic() - started)
             self.edits += 1
         self._sent = (text, live)
         self._last_send = time.monotonic()
@@ -325,30 +263,6 @@ class ReplyStream:
                 log.error("gave up sending the final answer text in %s", self.room_id)
                 return False
         return self.refused is None
-
-
-async def fit_off_loop(text: str, answer: str, marker: str, mention: str | None) -> str:
-    """fit_to_event, in a thread when the text is long enough for rendering it to hold the loop."""
-    if len(text) > RENDER_OFF_LOOP_CHARS:
-        return await asyncio.to_thread(fit_to_event, text, answer, marker, mention)
-    return fit_to_event(text, answer, marker, mention)
-
-
-async def _render(text: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """An event's content, never over the size limit (Oversized otherwise); a long text is
-    rendered off the event loop."""
-    if len(text) > RENDER_OFF_LOOP_CHARS:
-        content, size = await asyncio.to_thread(_measured, build)
-    else:
-        content, size = _measured(build)
-    if size > CONTENT_BYTES:
-        raise Oversized(f"the event would carry {size} bytes of content")
-    return content
-
-
-def _measured(build: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], int]:
-    content = build()
-    return content, content_bytes(content)
 
 
 async def retrying(send: Callable[[], Awaitable[T]], give_up_after_s: float) -> T | None:

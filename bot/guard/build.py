@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config import GuardSettings
-from bot.guard.llama_guard import LlamaGuardModerator
 from bot.guard.moderation import Moderation
-from bot.guard.openai_moderation import OpenAIModerator
 from bot.guard.ports import Moderator
 from bot.guard.rules import RulesModerator
 
@@ -24,9 +22,14 @@ class Guard:
         if "rules" in settings.backends:
             rules = RulesModerator(settings.rules, settings.default_rules)
             moderators.append(rules)
+        # the remote backends load an HTTP client: only when configured
         if "llama_guard" in settings.backends:
+            from bot.guard.llama_guard import LlamaGuardModerator
+
             moderators.append(LlamaGuardModerator(settings.llama_guard, settings.timeout_s))
         if "openai" in settings.backends:
+            from bot.guard.openai_moderation import OpenAIModerator
+
             moderators.append(OpenAIModerator(settings.openai, settings.timeout_s))
         return cls(Moderation(settings, moderators), rules)
 

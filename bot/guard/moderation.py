@@ -18,8 +18,7 @@ from typing import Literal
 
 from bot.config import GuardAction, GuardSettings
 from bot.guard.health import Admission, ServerHealth
-from bot.guard.ports import Exchange, ModerationUnavailable, Moderator
-from bot.guard.remote import MAX_CONNECTIONS
+from bot.guard.ports import MAX_CONNECTIONS, Exchange, ModerationUnavailable, Moderator
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = "unavailable"

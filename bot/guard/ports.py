@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+# Requests to one server at once, at most; bot.guard.moderation queues checks past it.
+MAX_CONNECTIONS = 8
+
 
 @dataclass(frozen=True)
 class Exchange:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from bot.guard.ports import ModerationUnavailable
+from bot.guard.ports import MAX_CONNECTIONS, ModerationUnavailable
 from bot.tls import tls_context
 
 # A verdict is a few bytes and an OpenAI moderation result about 2 KiB: nothing sane comes near.
@@ -24,8 +24,6 @@ ELISION = "\n[…]\n"
 # A 4xx refuses one request (a text past the model's context, a payload too large), and someone
 # can send that text at will; these two say the server is overwhelmed, which is about them all.
 BUSY_STATUSES = frozenset({408, 429})
-# Requests to one server at once, at most; bot.guard.moderation queues checks past it.
-MAX_CONNECTIONS = 8
 
 
 def api_key(secret: SecretStr | None) -> str | None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from canonicaljson import encode_canonical_json
 from Crypto.PublicKey import ECC
 from Crypto.PublicKey.ECC import EccKey
@@ -339,7 +338,7 @@ class CrossSigning:
         log.info("device %s signed by the bot's self-signing key", self.device_id)
 
     @staticmethod
-    def _raise_for(response: httpx.Response, doing: str) -> None:
+    def _raise_for(response: cs_api.Reply, doing: str) -> None:
         if response.is_success:
             return
         body = json_body(response)

@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import httpx
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.DH import import_x25519_private_key, import_x25519_public_key, key_agreement
@@ -119,7 +118,7 @@ class KeyBackup:
         self._private: EccKey | None = None
         self._uploaded: set[str] = set()
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> cs_api.CsClient:
         return cs_api.client(
             self.homeserver, self.client.access_token, self.timeout_s, "/room_keys"
         )
@@ -153,7 +152,7 @@ class KeyBackup:
         return 0
 
     async def _create_version(
-        self, http: httpx.AsyncClient, public: str, master: EccKey | None
+        self, http: cs_api.CsClient, public: str, master: EccKey | None
     ) -> str:
         auth_data: dict[str, Any] = {"public_key": public}
         olm = self.client.olm

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from bot import paths
 from bot.config import Settings
@@ -64,7 +64,7 @@ async def _delete_device(settings: Settings, saved: Credentials) -> str:
                     json_body(response).get("session"),
                 )
                 response = await http.request("DELETE", path, json={"auth": auth})
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             return f"device {saved.device_id} left on the account (homeserver unreachable: {exc})"
     if response.is_success:
         return f"removed device {saved.device_id} from the account"
@@ -96,7 +96,7 @@ async def new_identity(settings: Settings) -> list[str]:
         master = await service.replace(identity_path)
     except CrossSigningError as exc:
         raise MaintenanceError(str(exc)) from None
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise MaintenanceError(f"homeserver unreachable: {exc}") from None
     finally:
         await service.aclose()

@@ -12,14 +12,16 @@ import hmac
 import os
 import re
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import httpx
 from Crypto.Cipher import AES
 
 from bot.core.events import SharedFile
 from bot.core.ports import DownloadFailed
 from bot.tls import tls_context
+
+if TYPE_CHECKING:
+    import httpx
 
 # mxc://<server name>/<media id>: the media id is opaque but made of these characters, which is
 # also what keeps a hostile URL from walking the homeserver's paths
@@ -73,12 +75,21 @@ class Media:
     def __init__(self, homeserver: str, timeout_s: float) -> None:
         self.homeserver = homeserver.rstrip("/")
         self.timeout_s = timeout_s
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s),
-            follow_redirects=True,
-            max_redirects=3,
-            verify=tls_context(),
-        )
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """Made with the first file: a bot nobody sends files never loads httpx."""
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout_s),
+                follow_redirects=True,
+                max_redirects=3,
+                verify=tls_context(),
+            )
+        return self._http
 
     async def download(
         self, file: SharedFile, dest: Path, max_bytes: int, access_token: str | None
@@ -109,6 +120,8 @@ class Media:
         decryption: Decryption | None,
     ) -> bool:
         """Whether this endpoint had the file (False: try the older one)."""
+        import httpx
+
         try:
             async with asyncio.timeout(self.timeout_s * 4):
                 async with self.http.stream("GET", url, headers=headers) as response:
@@ -141,4 +154,5 @@ class Media:
             await asyncio.to_thread(output.write, plain)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()

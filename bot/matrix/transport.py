@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 from nio import (
     AsyncClientConfig,
     LoginError,
@@ -41,7 +40,7 @@ from bot.storage.database import StorageUnavailable
 from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
-UNREACHABLE = (aiohttp.ClientError, httpx.TransportError, TimeoutError)
+UNREACHABLE = (aiohttp.ClientError, TimeoutError)
 
 
 # The bot's own events stay in its timeline, though it ignores its own messages: redactions

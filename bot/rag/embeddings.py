@@ -11,13 +11,12 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from bot.config import RagSettings
 from bot.rag.ports import EmbedKind
 from bot.tls import tls_context
 
 if TYPE_CHECKING:
+    import httpx
     import numpy as np
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,9 @@ class EmbeddingsError(Exception):
 
 
 def _http(settings: RagSettings) -> httpx.AsyncClient:
+    # imported with the first client: a bot without embeddings or reranking never loads httpx
+    import httpx
+
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
         limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
@@ -43,6 +45,8 @@ def _http(settings: RagSettings) -> httpx.AsyncClient:
 async def _post_json(
     http: httpx.AsyncClient, url: str, body: dict[str, Any], key: str | None, timeout_s: float
 ) -> Any:
+    import httpx
+
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
         async with asyncio.timeout(timeout_s):

@@ -9,8 +9,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from bot.core.answer_size import AnswerText
 from bot.core.pipeline.stages import OutputFilter
-from bot.core.streaming import AnswerText, ReplyStream
+from bot.core.streaming import ReplyStream
 from bot.llm.client import FAILOVER_KINDS, ChatModel, LLMError, Sampling, StreamResult
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.config import BotSettings
+from bot.core.answer_size import fit_off_loop
 from bot.core.pipeline.generate import ModelRun
 from bot.core.pipeline.stages import AnswerJob
 from bot.core.ports import ChatPort
 from bot.core.records import AnswerRow
-from bot.core.streaming import ReplyStream, fit_off_loop, send_notice
+from bot.core.streaming import ReplyStream, SendPace, send_notice
 from bot.texts import say
 
 
@@ -32,6 +33,7 @@ class Publisher:
     def __init__(self, settings: BotSettings, port: ChatPort) -> None:
         self.settings = settings
         self.port = port
+        self.pace = SendPace()  # the homeserver's pace, learnt from every answer's sends
 
     def stream(
         self, job: AnswerJob, on_first_event: Callable[[str], Awaitable[None]]
@@ -52,6 +54,7 @@ class Publisher:
             first_txn_id=answer_txn_id(row),
             first_may_exist=row.attempts > 0,
             live=bot.streaming,
+            pace=self.pace,
         )
 
     async def conclude(
