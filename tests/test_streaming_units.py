@@ -451,3 +451,12 @@ async def test_while_the_homeserver_is_slow_a_short_answer_goes_out_whole():
     for _ in range(50):
         busy.took(10.0)
     assert busy.first_delay(0.25) == 5.0  # never more than five seconds before a first text
+    now = [0.0]
+    spell = SendPace(clock=lambda: now[0])
+    for _ in range(20):
+        spell.took(0.5)
+    assert spell.first_delay(0.25) == pytest.approx(2.0, rel=0.05)
+    now[0] += 10  # two half-lives without a send: the busy spell is over
+    assert spell.first_delay(0.25) == pytest.approx(0.5, rel=0.05)
+    now[0] += 60
+    assert spell.first_delay(0.25) == 0.25

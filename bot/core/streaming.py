@@ -28,6 +28,7 @@ EDIT_GROWTH_CHARS = 1_000
 SLOW_SEND_FACTOR = 4.0
 PACE_WEIGHT = 0.2  # of the latest send in the running average: recent sends tell the pace
 MAX_FIRST_DELAY_S = 5.0
+PACE_HALF_LIFE_S = 5.0  # a quiet homeserver is soon taken as a quick one again
 
 
 class SendPace:
@@ -36,13 +37,21 @@ class SendPace:
     A homeserver that is slow is a busy one, and each first text and edit is one more event for
     it: then a new answer waits longer before its first text (a short one goes out whole, one
     event, as with streaming off) and edits come further apart. Quick homeservers see no
-    change."""
+    change, and a busy spell is forgotten within seconds once it is over."""
 
-    def __init__(self) -> None:
-        self.recent_s = 0.0
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._recent_s = 0.0
+        self._at = clock()
+
+    @property
+    def recent_s(self) -> float:
+        """The running average, halved for every PACE_HALF_LIFE_S without a send."""
+        return self._recent_s * 0.5 ** ((self.clock() - self._at) / PACE_HALF_LIFE_S)
 
     def took(self, seconds: float) -> None:
-        self.recent_s += PACE_WEIGHT * (seconds - self.recent_s)
+        self._recent_s = self.recent_s + PACE_WEIGHT * (seconds - self.recent_s)
+        self._at = self.clock()
 
     def first_delay(self, base: float) -> float:
         return max(base, min(SLOW_SEND_FACTOR * self.recent_s, MAX_FIRST_DELAY_S))
