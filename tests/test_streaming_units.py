@@ -460,3 +460,17 @@ async def test_while_the_homeserver_is_slow_a_short_answer_goes_out_whole():
     assert spell.first_delay(0.25) == pytest.approx(0.5, rel=0.05)
     now[0] += 60
     assert spell.first_delay(0.25) == 0.25
+
+
+async def test_while_many_messages_wait_on_the_homeserver_a_first_text_waits_too():
+    crowded = SendPace()
+    crowded.in_flight = 8  # other answers' messages sent, not yet taken
+    port = SlowPort(0.0)
+    reply = reply_stream(port, thread_root=None, first_delay=0.0, pace=crowded)
+    await stream_for(reply, 1.0)
+    assert len(port.sent) == 1 and reply.edits == 0  # it ended first, and went out whole
+    crowded.in_flight = 2
+    port = SlowPort(0.0)
+    reply = reply_stream(port, thread_root=None, first_delay=0.0, pace=crowded)
+    await stream_for(reply, 1.0)
+    assert len(port.sent) >= 2 and crowded.in_flight == 2  # shown at once; every send counted

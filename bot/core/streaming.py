@@ -29,6 +29,10 @@ SLOW_SEND_FACTOR = 4.0
 PACE_WEIGHT = 0.2  # of the latest send in the running average: recent sends tell the pace
 MAX_FIRST_DELAY_S = 5.0
 PACE_HALF_LIFE_S = 5.0  # a quiet homeserver is soon taken as a quick one again
+# Messages of the bot's the homeserver has not yet taken beyond which it is taken as busy at
+# once, before any send has come back slow: a first text waits, and is looked at again later.
+CROWDED_SENDS = 8
+CROWDED_RECHECK_S = 0.5
 
 
 class SendPace:
@@ -41,8 +45,12 @@ class SendPace:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
+        self.in_flight = 0  # the bot's messages sent and not yet taken
         self._recent_s = 0.0
         self._at = clock()
+
+    def crowded(self) -> bool:
+        return self.in_flight >= CROWDED_SENDS
 
     @property
     def recent_s(self) -> float:
@@ -143,9 +151,16 @@ class ReplyStream:
         by_length = self.interval * max(1.0, shown / EDIT_GROWTH_CHARS)
         return max(by_length, SLOW_SEND_FACTOR * max(self._send_took, self.pace.recent_s))
 
-    def _took(self, seconds: float) -> None:
-        self._send_took = seconds
-        self.pace.took(seconds)
+    async def _timed_send(self, content: dict[str, Any], txn_id: str) -> str:
+        started = time.monotonic()
+        self.pace.in_flight += 1
+        try:
+            event_id = await self.port.send(self.room_id, content, txn_id)
+        finally:
+            self.pace.in_flight -= 1
+        self._send_took = time.monotonic() - started
+        self.pace.took(self._send_took)
+        return event_id
 
     def _latest_text(self) -> str:
         latest = self._latest
@@ -169,6 +184,12 @@ class ReplyStream:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._finishing.wait(), wait)
             if self._finishing.is_set():
+                continue
+            if self.event_id is None and self.pace.crowded():
+                # many of the bot's messages already wait on the homeserver: this answer may
+                # well be complete before its first text could land, and then goes out whole
+                self._first_due = time.monotonic() + CROWDED_RECHECK_S
+                self._changed.set()
                 continue
             text = self._latest_text()
             # nothing to show yet (a filter holds the text back until it is checked)
@@ -227,9 +248,7 @@ class ReplyStream:
                 if fresh:
                     self._first = None  # never sent: the first message may still be another
                 raise
-            started = time.monotonic()
-            event_id = await self.port.send(self.room_id, content, txn_id)
-            self._took(time.monotonic() - started)
+            event_id = await self._timed_send(content, txn_id)
             self.event_id = event_id
             self.first_visible_at = time.time()
             await self.on_first_event(event_id)
@@ -242,9 +261,7 @@ class ReplyStream:
                 edit_content, self.event_id, text, mention=self.mention, live=live
             )
             content = await render_within(text, build)
-            started = time.monotonic()
-            await self.port.send(self.room_id, content, txn_id)
-            self._took(time.monotonic() - started)
+            await self._timed_send(content, txn_id)
             self.edits += 1
         self._sent = (text, live)
         self._last_send = time.monotonic()
