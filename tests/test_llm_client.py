@@ -37,6 +37,17 @@ async def collect(model, messages=QUESTION):
     return parts, result
 
 
+async def serve(routes: list[tuple[str, str, object]]) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
 async def test_streams_deltas_and_sends_sampling_and_key(llm):
     llm.default = Behaviour(token_delay=0.05)
     model = model_for(llm)
@@ -69,13 +80,8 @@ async def test_tokens_received_together_are_parsed_and_handed_over_together():
         await response.write(whole.encode())  # what forty reads would have found waiting
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    model = ChatModel(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m"))
+    runner, url = await serve([("POST", "/v1/chat/completions", completions)])
+    model = ChatModel(LLMSettings(base_url=f"{url}/v1", model="m"))
     try:
         parts, result = await collect(model)
     finally:
@@ -229,13 +235,8 @@ async def test_the_usage_chunk_gives_prompt_and_answer_tokens():
         await response.write(b"data: [DONE]\n\n")
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    model = ChatModel(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m"))
+    runner, url = await serve([("POST", "/v1/chat/completions", completions)])
+    model = ChatModel(LLMSettings(base_url=f"{url}/v1", model="m"))
     try:
         parts, result = await collect(model)
         assert parts == ["Oui"] and result.prompt_tokens == 1234 and result.tokens == 7
@@ -248,17 +249,6 @@ async def test_the_usage_chunk_gives_prompt_and_answer_tokens():
     finally:
         await model.aclose()
         await runner.cleanup()
-
-
-async def serve(routes: list[tuple[str, str, object]]) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
 
 
 async def test_a_redirect_is_never_followed_with_the_conversation():

@@ -385,8 +385,7 @@ class SlowPort:
         return "$first"
 
 
-async def edits_while_streaming(port: SlowPort, seconds: float) -> int:
-    reply = reply_stream(port, thread_root=None, max_edits=1000)
+async def stream_for(reply: ReplyStream, seconds: float) -> None:
     words: list[str] = []
     deadline = asyncio.get_running_loop().time() + seconds
     while asyncio.get_running_loop().time() < deadline:
@@ -394,6 +393,11 @@ async def edits_while_streaming(port: SlowPort, seconds: float) -> int:
         reply.update(" ".join(words))
         await asyncio.sleep(0.01)
     assert await asyncio.wait_for(reply.finish(" ".join(words)), BOUND_S)
+
+
+async def edits_while_streaming(port: SlowPort, seconds: float) -> int:
+    reply = reply_stream(port, thread_root=None, max_edits=1000)
+    await stream_for(reply, seconds)
     return reply.edits
 
 
@@ -422,16 +426,6 @@ async def test_a_long_answer_gets_its_edits_further_apart():
     await eventually(edited, within=BOUND_S)
     assert reply.next_interval() == pytest.approx(0.05 * 5)  # 5,000 characters shown
     await asyncio.wait_for(reply.finish("x" * 5_000), BOUND_S)
-
-
-async def stream_for(reply: ReplyStream, seconds: float) -> None:
-    words: list[str] = []
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        words.append("mot")
-        reply.update(" ".join(words))
-        await asyncio.sleep(0.01)
-    assert await asyncio.wait_for(reply.finish(" ".join(words)), BOUND_S)
 
 
 async def test_while_the_homeserver_is_slow_a_short_answer_goes_out_whole():

@@ -3,8 +3,8 @@
 It speaks HTTP through aiohttp, already there for matrix-nio, rather than httpx: a streamed
 answer arrives as one HTTP chunk per token, and httpx hands each chunk up through five layers of
 pure-Python stream objects and h11, while aiohttp parses in C and hands over everything received
-since the last read at once. Measured on 50 streams of 42 chunks: 7.6 ms of CPU per stream
-through httpx, 1.6 ms through aiohttp (docs/benchmarks.md, "Streaming")."""
+since the last read at once. bench/model_stream.py, 50 answers of 40 tokens at once: 9.7 ms of
+CPU per answer through httpx, 1.6 ms here."""
 
 from __future__ import annotations
 
