@@ -428,32 +428,17 @@ async def test_a_long_answer_gets_its_edits_further_apart():
     await asyncio.wait_for(reply.finish("x" * 5_000), BOUND_S)
 
 
-async def test_while_the_homeserver_is_slow_a_short_answer_goes_out_whole():
-    busy = SendPace()
-    for _ in range(20):
-        busy.took(0.4)  # other answers' messages took 0.4 s each lately
-    assert busy.first_delay(0.25) == pytest.approx(1.6, rel=0.05)
-    assert SendPace().first_delay(0.25) == 0.25
-    port = SlowPort(0.0)
-    reply = reply_stream(port, thread_root=None, first_delay=0.25, pace=busy)
-    await stream_for(reply, 1.0)
-    assert len(port.sent) == 1 and reply.edits == 0  # one event, as with streaming off
-    quick_port = SlowPort(0.0)
-    quick = reply_stream(quick_port, thread_root=None, first_delay=0.25, pace=SendPace())
-    await stream_for(quick, 1.0)
-    assert quick.edits >= 1 and len(quick_port.sent) >= 2  # shown early, then edited
-    for _ in range(50):
-        busy.took(10.0)
-    assert busy.first_delay(0.25) == 5.0  # never more than five seconds before a first text
+async def test_a_slow_spell_of_the_homeserver_spaces_every_answers_edits_then_is_forgotten():
     now = [0.0]
-    spell = SendPace(clock=lambda: now[0])
+    pace = SendPace(clock=lambda: now[0])
     for _ in range(20):
-        spell.took(0.5)
-    assert spell.first_delay(0.25) == pytest.approx(2.0, rel=0.05)
-    now[0] += 10  # two half-lives without a send: the busy spell is over
-    assert spell.first_delay(0.25) == pytest.approx(0.5, rel=0.05)
+        pace.took(0.5)  # other answers' messages took 0.5 s each lately
+    reply = reply_stream(SlowPort(0.0), thread_root=None, pace=pace)
+    assert reply.next_interval() == pytest.approx(2.0, rel=0.05)  # 4 x 0.5 s, not 0.05 s
+    now[0] += 10  # two half-lives without a send: the slow spell is over
+    assert pace.recent_s == pytest.approx(0.125, rel=0.05)
     now[0] += 60
-    assert spell.first_delay(0.25) == 0.25
+    assert reply.next_interval() == pytest.approx(0.05)
 
 
 async def test_while_many_messages_wait_on_the_homeserver_a_first_text_waits_too():
@@ -468,3 +453,16 @@ async def test_while_many_messages_wait_on_the_homeserver_a_first_text_waits_too
     reply = reply_stream(port, thread_root=None, first_delay=0.0, pace=crowded)
     await stream_for(reply, 1.0)
     assert len(port.sent) >= 2 and crowded.in_flight == 2  # shown at once; every send counted
+    crowded.in_flight = 50  # crowded for ever: the first text is held 5 s at most
+    port = SlowPort(0.0)
+    reply = reply_stream(port, thread_root=None, first_delay=0.0, pace=crowded)
+    reply.update("Début")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    async def shown() -> bool:
+        return bool(port.sent)
+
+    await eventually(shown, within=BOUND_S)
+    assert loop.time() - started >= 5.0
+    await asyncio.wait_for(reply.finish("Début"), BOUND_S)

@@ -23,25 +23,26 @@ T = TypeVar("T")
 # Each edit carries the whole text again: past this many characters shown, edits come further
 # apart in proportion, so a long answer costs the homeserver about as much as a short one.
 EDIT_GROWTH_CHARS = 1_000
-# A homeserver slow to take the bot's messages is spared: the next edit, and the first text of
-# a new answer, wait at least this many times its recent time to take one.
+# A homeserver slow to take the bot's messages is spared: the next edit waits at least this
+# many times its recent time to take one.
 SLOW_SEND_FACTOR = 4.0
 PACE_WEIGHT = 0.2  # of the latest send in the running average: recent sends tell the pace
-MAX_FIRST_DELAY_S = 5.0
 PACE_HALF_LIFE_S = 5.0  # a quiet homeserver is soon taken as a quick one again
-# Messages of the bot's the homeserver has not yet taken beyond which it is taken as busy at
-# once, before any send has come back slow: a first text waits, and is looked at again later.
+# Messages of the bot's that the homeserver has not taken yet, beyond which a new answer's
+# first text waits (looked at again every CROWDED_RECHECK_S, for MAX_FIRST_HOLD_S at most).
 CROWDED_SENDS = 8
 CROWDED_RECHECK_S = 0.5
+MAX_FIRST_HOLD_S = 5.0
 
 
 class SendPace:
     """How long the homeserver has lately taken to accept the bot's messages, across rooms.
 
-    A homeserver that is slow is a busy one, and each first text and edit is one more event for
-    it: then a new answer waits longer before its first text (a short one goes out whole, one
-    event, as with streaming off) and edits come further apart. Quick homeservers see no
-    change, and a busy spell is forgotten within seconds once it is over."""
+    A homeserver that is slow or crowded is a busy one, and each first text and edit is one more
+    event for it. While many of the bot's messages wait on it, a new answer holds its first text
+    (a short one then goes out whole, one event, as with streaming off); while its recent sends
+    were slow, edits come further apart. Quick homeservers see no change, and a slow spell is
+    forgotten within seconds once it is over."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -60,9 +61,6 @@ class SendPace:
     def took(self, seconds: float) -> None:
         self._recent_s = self.recent_s + PACE_WEIGHT * (seconds - self.recent_s)
         self._at = self.clock()
-
-    def first_delay(self, base: float) -> float:
-        return max(base, min(SLOW_SEND_FACTOR * self.recent_s, MAX_FIRST_DELAY_S))
 
 
 class ReplyStream:
@@ -120,6 +118,7 @@ class ReplyStream:
         self._publisher: asyncio.Task[None] | None = None
         # a short answer that is complete by then goes out whole: one event, no "(edited)"
         self._first_due = 0.0
+        self._first_hold_until = 0.0
         self.first_delay = first_delay
         # stable across restarts when given: a first message the homeserver took just before a
         # crash, but whose id was never recorded, comes back as the same event, not a second one
@@ -136,7 +135,8 @@ class ReplyStream:
         self._latest = text
         self._changed.set()
         if self._publisher is None and self.live:
-            self._first_due = time.monotonic() + self.pace.first_delay(self.first_delay)
+            self._first_due = time.monotonic() + self.first_delay
+            self._first_hold_until = self._first_due + MAX_FIRST_HOLD_S
             self._publisher = asyncio.create_task(self._publish())
 
     def poke(self) -> None:
@@ -185,7 +185,8 @@ class ReplyStream:
                     await asyncio.wait_for(self._finishing.wait(), wait)
             if self._finishing.is_set():
                 continue
-            if self.event_id is None and self.pace.crowded():
+            held = time.monotonic() < self._first_hold_until
+            if self.event_id is None and self.pace.crowded() and held:
                 # many of the bot's messages already wait on the homeserver: this answer may
                 # well be complete before its first text could land, and then goes out whole
                 self._first_due = time.monotonic() + CROWDED_RECHECK_S
