@@ -113,7 +113,7 @@ class ReplyStream:
         self._changed = asyncio.Event()
         self._finishing = asyncio.Event()
         self._last_send = 0.0
-        self._send_took = 0.0  # how long the homeserver took to take the last edit
+        self._send_took = 0.0  # how long the homeserver took to take our last message
         self._not_before = 0.0
         self._publisher: asyncio.Task[None] | None = None
         # a short answer that is complete by then goes out whole: one event, no "(edited)"
