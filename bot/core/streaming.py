@@ -28,8 +28,8 @@ EDIT_GROWTH_CHARS = 1_000
 SLOW_SEND_FACTOR = 4.0
 PACE_WEIGHT = 0.2  # of the latest send in the running average: recent sends tell the pace
 PACE_HALF_LIFE_S = 5.0  # a quiet homeserver is soon taken as a quick one again
-# Messages of the bot's that the homeserver has not taken yet, beyond which a new answer's
-# first text waits (looked at again every CROWDED_RECHECK_S, for MAX_FIRST_HOLD_S at most).
+# Messages of the bot's that the homeserver has not taken yet, beyond which live updates wait
+# (looked at again every CROWDED_RECHECK_S; a first text for MAX_FIRST_HOLD_S at most).
 CROWDED_SENDS = 8
 CROWDED_RECHECK_S = 0.5
 MAX_FIRST_HOLD_S = 5.0
@@ -39,9 +39,10 @@ class SendPace:
     """How long the homeserver has lately taken to accept the bot's messages, across rooms.
 
     A homeserver that is slow or crowded is a busy one, and each first text and edit is one more
-    event for it. While many of the bot's messages wait on it, a new answer holds its first text
-    (a short one then goes out whole, one event, as with streaming off); while its recent sends
-    were slow, edits come further apart. Quick homeservers see no change, and a slow spell is
+    event for it. While many of the bot's messages wait on it, live updates wait their turn: a
+    new answer holds its first text (a short one then goes out whole, one event, as with
+    streaming off) and edits are put off; while its recent sends were slow, edits come further
+    apart. Quick homeservers see no change, and a slow spell is
     forgotten within seconds once it is over."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -144,6 +145,11 @@ class ReplyStream:
         if self._publisher is not None:
             self._changed.set()
 
+    def _may_hold(self) -> bool:
+        """Whether this live update may wait for a crowded homeserver: an edit always may, a
+        first text for MAX_FIRST_HOLD_S at most."""
+        return self.event_id is not None or time.monotonic() < self._first_hold_until
+
     def next_interval(self) -> float:
         """The wait before the next edit: longer as the text grows, and when the homeserver is
         slow to take edits (the one place where fewer events help everyone in its rooms)."""
@@ -185,11 +191,11 @@ class ReplyStream:
                     await asyncio.wait_for(self._finishing.wait(), wait)
             if self._finishing.is_set():
                 continue
-            held = time.monotonic() < self._first_hold_until
-            if self.event_id is None and self.pace.crowded() and held:
-                # many of the bot's messages already wait on the homeserver: this answer may
-                # well be complete before its first text could land, and then goes out whole
-                self._first_due = time.monotonic() + CROWDED_RECHECK_S
+            if self.pace.crowded() and self._may_hold():
+                # many of the bot's messages already wait on the homeserver: a live update
+                # waits its turn (a first text may well never be needed: the answer then goes
+                # out whole); the final text never waits on this
+                self._not_before = max(self._not_before, time.monotonic() + CROWDED_RECHECK_S)
                 self._changed.set()
                 continue
             text = self._latest_text()

@@ -53,7 +53,10 @@ class Publisher:
             existing_event_id=row.answer_event_id,
             first_txn_id=answer_txn_id(row),
             first_may_exist=row.attempts > 0,
-            live=bot.streaming,
+            # an answer resumed after a restart into a message already shown is completed by
+            # one final edit: many answers resumed at once would otherwise flood the homeserver
+            # with edits just as the bot comes back
+            live=bot.streaming and row.answer_event_id is None,
             pace=self.pace,
         )
 
