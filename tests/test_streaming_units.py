@@ -466,3 +466,22 @@ async def test_while_many_messages_wait_on_the_homeserver_a_first_text_waits_too
     await eventually(shown, within=BOUND_S)
     assert loop.time() - started >= 5.0
     await asyncio.wait_for(reply.finish("Début"), BOUND_S)
+
+
+async def test_while_the_homeserver_is_crowded_edits_wait_and_the_final_text_does_not():
+    pace = SendPace()
+    port = SlowPort(0.0)
+    reply = reply_stream(port, thread_root=None, max_edits=100, pace=pace)
+    reply.update("Début")
+
+    async def shown() -> bool:
+        return reply.event_id is not None
+
+    await eventually(shown, within=BOUND_S)
+    pace.in_flight = 8  # other answers' messages pile up on the homeserver
+    for n in range(50):
+        reply.update("Début" + " mot" * n)
+        await asyncio.sleep(0.01)
+    assert reply.edits == 0  # every live edit waited its turn
+    assert await asyncio.wait_for(reply.finish("Fin"), BOUND_S)
+    assert port.sent[-1]["m.new_content"]["body"] == "Fin"  # the final text did not wait
