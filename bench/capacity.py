@@ -100,6 +100,12 @@ class Client:
         return str(response.json()["room_id"])
 
 
+def register(synapse: Synapse, prefix: str, count: int) -> list[Person]:
+    """Fresh accounts, exempt from rate limits: the load is the point, not the limits."""
+    accounts = [synapse.new_user(prefix, exempt=True) for _ in range(count)]
+    return [Person(account.user_id, account.access_token) for account in accounts]
+
+
 async def many_rooms_ceiling(
     client: Client,
     people: list[Person],
@@ -191,14 +197,10 @@ async def run(args: argparse.Namespace) -> None:
         assert synapse.process is not None
         synapse_pid = synapse.process.process.pid
         client = Client(synapse.url)
-        people = []
-        for _ in range(args.people):
-            account = synapse.new_user("person", exempt=True)
-            people.append(Person(account.user_id, account.access_token))
+        people = register(synapse, "person", args.people)
 
         many = await many_rooms_ceiling(client, people, args.ceiling_concurrent)
-        account = synapse.new_user("reader", exempt=True)
-        reader = Person(account.user_id, account.access_token)
+        (reader,) = register(synapse, "reader", 1)
         quiet = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader)
         dm = await many_rooms_ceiling(client, people, args.ceiling_concurrent, reader, True)
         serial, concurrent = await ceiling(

@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.capacity import Client, Person, answered, ask_all, many_rooms_ceiling, until_joined
+from bench.capacity import (
+    Client,
+    Person,
+    answered,
+    ask_all,
+    many_rooms_ceiling,
+    register,
+    until_joined,
+)
 from bench.load import cpu_times, memory_mib, percentile
 from tests.support.bot_process import BotProcess
 from tests.support.fake_llm import Behaviour, FakeLLM
@@ -154,12 +162,8 @@ async def run(args: argparse.Namespace) -> None:
         assert synapse.process is not None
         synapse_pid = synapse.process.process.pid
         client = Client(synapse.url)
-        people = []
-        for _ in range(args.people):
-            account = synapse.new_user("person", exempt=True)
-            people.append(Person(account.user_id, account.access_token))
-        account = synapse.new_user("reader", exempt=True)
-        reader = Person(account.user_id, account.access_token)
+        people = register(synapse, "person", args.people)
+        (reader,) = register(synapse, "reader", 1)
         ceiling = await many_rooms_ceiling(client, people, args.ceiling_events, reader, True)
 
         for mode in modes:

@@ -42,8 +42,8 @@ class SendPace:
     event for it. While many of the bot's messages wait on it, live updates wait their turn: a
     new answer holds its first text (a short one then goes out whole, one event, as with
     streaming off) and edits are put off; while its recent sends were slow, edits come further
-    apart. Quick homeservers see no change, and a slow spell is
-    forgotten within seconds once it is over."""
+    apart. Quick homeservers see no change, and a slow spell is forgotten within seconds once it
+    is over."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -60,7 +60,8 @@ class SendPace:
         return self._recent_s * 0.5 ** ((self.clock() - self._at) / PACE_HALF_LIFE_S)
 
     def took(self, seconds: float) -> None:
-        self._recent_s = self.recent_s + PACE_WEIGHT * (seconds - self.recent_s)
+        recent = self.recent_s
+        self._recent_s = recent + PACE_WEIGHT * (seconds - recent)
         self._at = self.clock()
 
 
