@@ -15,6 +15,7 @@ from bot.core.commands import RoomCommands
 from bot.core.data_commands import DataCommands
 from bot.core.doc_commands import DocCommands
 from bot.core.documents import RoomDocuments
+from bot.core.feedback_events import FeedbackForwarding, FeedbackSink
 from bot.core.history import History
 from bot.core.incidents import Incidents
 from bot.core.metrics import CountingPort, Metrics
@@ -40,8 +41,10 @@ from bot.rag.indexer import Indexer
 from bot.rag.prepare import Preparer
 from bot.rag.retriever import HybridRetriever
 from bot.storage.local_keys import PEOPLE_KEY, local_key
+from bot.storage.outbox_store import SqliteFeedbackFacts
 from bot.storage.store import Store
 from bot.texts import PromptTexts
+from bot.webhook.delivery import Webhook
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,10 @@ def build_relay(
     people: LocalPseudonyms,
     grounded: Grounded | None = None,
     guard: Guard | None = None,
+    feedback_sink: FeedbackSink | None = None,
+    metrics: Metrics | None = None,
 ) -> Relay:
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     port: ChatPort = CountingPort(matrix, metrics)
     tasks = Tasks()
     rooms = Rooms(settings, store.rooms, port, prompts, tasks)
@@ -111,23 +116,24 @@ def build_relay(
     documents = RoomDocuments(
         settings, store.documents, grounded.indexer, (port, rooms, tasks), temp_dir
     )
-    data = DataCommands(
-        settings, store, questions.regenerate, documents.forgotten, store.incidents, personal.masked
-    )
+    forward = _forwarding(settings, store, feedback_sink)
+    data = DataCommands(settings, store, questions.regenerate, documents.forgotten,
+                        store.incidents, personal.masked, forward=forward)  # fmt: skip
     commands = _commands(settings, store, port, prompts, (data, documents))
-    reactions = Reactions(settings, store, rooms, questions, data, metrics, port)
-    parts = RelayParts(
-        store.sync,
-        store.conversations,
-        rooms,
-        questions,
-        reactions,
-        commands,
-        tasks,
-        metrics,
-        documents,
-    )
+    reactions = Reactions(settings, store, rooms, questions, data, metrics, port, forward=forward)
+    parts = RelayParts(store.sync, store.conversations, rooms, questions, reactions, commands,
+                       tasks, metrics, documents)  # fmt: skip
     return Relay(settings, port, parts)
+
+
+def _forwarding(
+    settings: Settings, store: Store, sink: FeedbackSink | None
+) -> FeedbackForwarding | None:
+    """Feedback for a webhook, filtered by consent; None without one."""
+    if sink is None:
+        return None
+    stores = (store.rooms, store.feedback)
+    return FeedbackForwarding(settings.data, stores, SqliteFeedbackFacts(store.db), sink)
 
 
 def _commands(
@@ -157,7 +163,11 @@ async def run_bot(settings: Settings) -> None:
     grounded = Grounded.build(settings.rag, store)
     guard = Guard.build(settings.guard)
     people = LocalPseudonyms(await local_key(store.db, PEOPLE_KEY))
-    relay = build_relay(settings, store, model, transport, prompts, people, grounded, guard)
+    metrics = Metrics()
+    webhook = Webhook.build(settings, store.db, metrics.registry)
+    relay = build_relay(
+        settings, store, model, transport, prompts, people, grounded, guard, webhook, metrics
+    )
     relay.metrics.awaiting_keys.set_function(lambda: transport.undecryptable.waiting)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -169,12 +179,16 @@ async def run_bot(settings: Settings) -> None:
         await transport.login()
         if relay.documents is not None:
             await relay.documents.recover()
+        if webhook is not None:  # events a restart interrupted go out first
+            webhook.start()
         log.info("lucie-bot running as %s, model %s", settings.matrix.user_id, settings.llm.model)
         await transport.run(relay)
     finally:
         # no new questions now; answers under way get a grace period, and any still running
         # after it stay "streaming" in the database, completed in the same reply at next start
         await relay.drain(settings.bot.shutdown_grace_s)
+        if webhook is not None:
+            await webhook.stop()
         await ops.stop()
         await transport.close()
         await model.aclose()

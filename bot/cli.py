@@ -12,7 +12,7 @@ from typing import NoReturn
 from bot.cli_kb import add_kb_parser, run_kb
 from bot.config import Settings, load_settings
 from bot.errors import LucieError, TransientError
-from bot.export import FORMATS
+from bot.export import EXPORT_FORMATS, HF_FORMAT
 from bot.logs import configure_logging
 
 
@@ -65,12 +65,23 @@ def _parser() -> argparse.ArgumentParser:
         "new-identity", help="replace the bot's cross-signing keys (lost or taken over)"
     )
     identity.add_argument("--config", type=Path)
-    export = commands.add_parser("export", help="write consented training data as JSONL")
+    export = commands.add_parser(
+        "export", help="write consented training data as JSONL, or as a Hugging Face dataset"
+    )
     export.add_argument("--config", type=Path)
-    export.add_argument("--format", required=True, choices=FORMATS)
-    export.add_argument("--out", required=True, type=Path)
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    export.add_argument(
+        "--out", required=True, type=Path, help="a new file; with --format hf, a new folder"
+    )
     export.add_argument("--since", type=_date, default=0, help="only questions from this date")
     export.add_argument("--room", help="only this room id")
+    report = commands.add_parser(
+        "report", help="write an HTML page of aggregate figures and plots (answers, votes)"
+    )
+    report.add_argument("--config", type=Path)
+    report.add_argument("--out", required=True, type=Path, help="the HTML file to write")
+    report.add_argument("--since", type=_date, default=0, help="only answers from this date")
+    report.add_argument("--room", help="only this room id")
     add_kb_parser(commands)
     return parser
 
@@ -78,7 +89,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Every error of the bot's own (bot.errors) is one line and an exit code, never a
     traceback; anything else is a bug and shows as one."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help()  # a newcomer typing the bare command gets the commands, not an error
+        return 2
+    args = parser.parse_args(argv)
     try:
         return _dispatch(args)
     except LucieError as exc:
@@ -96,6 +111,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         return _export(settings, args)
+    if args.command == "report":
+        return _report(settings, args)
     if args.command == "kb":
         return run_kb(settings, args)
     if args.command in ("new-device", "new-identity"):
@@ -136,9 +153,22 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     from bot.export.writer import ExportRequest, export, progress_stream
 
     request = ExportRequest(args.format, args.out, args.since, args.room)
-    count = asyncio.run(export(settings, request, progress_stream()))
+    if args.format == HF_FORMAT:  # pyarrow is loaded only here
+        from bot.export.hf import export_dataset
+
+        count = asyncio.run(export_dataset(settings, request, progress_stream()))
+    else:
+        count = asyncio.run(export(settings, request, progress_stream()))
     if progress_stream() is None:
         print(f"{count} rows written to {args.out}")
+    return 0
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.report.command import ReportRequest, report
+
+    asyncio.run(report(settings, ReportRequest(args.out, args.since, args.room)))
+    print(f"report written to {args.out}")
     return 0
 
 

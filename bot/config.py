@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bot.config_errors import describe
 from bot.config_guard import (
     GuardAction,
     GuardBackend,
@@ -31,6 +32,8 @@ from bot.config_guard import (
     QuotaSettings,
     RuleSettings,
 )
+from bot.config_urls import http_url
+from bot.config_webhook import WebhookSettings
 from bot.errors import UsageError
 
 __all__ = [
@@ -87,9 +90,7 @@ class MatrixSettings(BaseModel):
     @field_validator("homeserver")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return http_url(value)
 
     @field_validator("user_id")
     @classmethod
@@ -144,14 +145,12 @@ class LLMSettings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return http_url(value)
 
     @field_validator("base_urls")
     @classmethod
     def _urls(cls, values: list[str]) -> list[str]:
-        return [cls._url(value) for value in values]
+        return [http_url(value) for value in values]
 
 
 class BotSettings(BaseModel):
@@ -315,11 +314,7 @@ class RagSettings(BaseModel):
     @field_validator("embeddings_url", "rerank_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return None if value is None else http_url(value)
 
 
 class Settings(BaseSettings):
@@ -344,6 +339,16 @@ class Settings(BaseSettings):
     ops: OpsSettings = Field(default_factory=OpsSettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @model_validator(mode="after")
+    def _keys_apart(self) -> Settings:
+        webhook, pseudonyms = self.webhook.secret, self.data.pseudonym_secret
+        if webhook and pseudonyms and webhook.get_secret_value() == pseudonyms.get_secret_value():
+            # a receiver holds the webhook's secret: with it, it would recompute the exports'
+            # pseudonyms of anyone it can name
+            raise ValueError("webhook.secret must differ from data.pseudonym_secret")
+        return self
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
@@ -374,16 +379,5 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         loaded = _FileSettings()  # type: ignore[call-arg]  # the sources fill it in
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(describe(exc, Settings, ENV_PREFIX)) from None
     return Settings.model_construct(**dict(loaded))
-
-
-def _describe(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    location = ".".join(str(part) for part in error["loc"] if not isinstance(part, int))
-    message = error["msg"].removeprefix("Value error, ")
-    if not location:
-        return f"invalid configuration: {message}"
-    env_name = ENV_PREFIX + location.upper().replace(".", "__")
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid setting {location}: {message} (config file or {env_name}){more}"

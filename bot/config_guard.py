@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from bot.config_urls import http_url
+
 GuardAction = Literal["refuse", "log", "allow"]
 GuardBackend = Literal["rules", "llama_guard", "openai"]
 
@@ -20,11 +22,7 @@ def _specialised_advice_logged() -> dict[str, GuardAction]:
 
 
 def _http_url(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
+    return None if value is None else http_url(value)
 
 
 class LlamaGuardSettings(BaseModel):

@@ -111,6 +111,7 @@ def test_what_only_some_deployments_use_is_not_loaded_at_start():
         "cryptography",
         "multiprocessing",
         "httpx",
+        "matplotlib",  # `!lucie stats`' chart draws with it, imported with the first chart
     ]
     probe = f"import sys, bot.cli, bot.app; print([m for m in {loaded_later} if m in sys.modules])"
     result = subprocess.run(

@@ -105,7 +105,7 @@ def test_environment_alone_is_enough(monkeypatch):
             "[matrix]\nhomeserver = 'http://h'\nuser_id = '@a:b'\npassword = 'p'\n"
             "[bot]\nlang = 1\n",
             {},
-            "invalid setting bot.lang: Extra inputs are not permitted",
+            "unknown setting bot.lang: did you mean bot.default_lang? (config file or environment)",
         ),
         ("[matrix\n", {}, "is not valid TOML"),
         (

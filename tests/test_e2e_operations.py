@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -133,6 +134,22 @@ async def test_sigterm_finishes_answers_under_way_and_json_logs(make_user, start
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert any("waiting up to" in entry["message"] for entry in entries)
     assert "Une réponse lente" not in bot.log()
+
+
+async def test_ctrl_c_stops_quietly(make_user, start_bot):
+    """A person pressing Ctrl-C sees the bot stop, not warnings from its HTTP libraries."""
+    bot = start_bot(log_level="INFO")
+    alice = await make_user("alice")
+    room = await invite_bot(alice, bot, direct=True)
+    asked = await alice.send(room, "Bonjour ?")  # the model's connection is open too
+    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked))
+    assert bot.process is not None
+    bot.process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(bot.process.wait, 30) == 0
+    after = bot.log()
+    assert "lucie-bot stopped" in after
+    for noise in ("Unclosed", "Traceback", "Timed out", "ERROR", "Task was destroyed"):
+        assert noise not in after, after
 
 
 def test_a_taken_ops_port_is_named_in_one_line(synapse, llm, tmp_path):

@@ -61,5 +61,5 @@ def test_readme_opens_with_the_two_setup_commands_and_ci_runs_the_second():
     assert len(commands) == 2
     run, test = commands
     assert run.endswith("lucie-bot demo")
-    assert test.endswith("python -m pytest")
+    assert test.endswith("python -m pytest --durations=15")  # the suite's slowest tests shown
     assert test in (ROOT / ".ci" / "run").read_text()

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from nio import (
     Event,
     InviteMemberEvent,
@@ -23,11 +24,17 @@ from nio import (
     RoomLeaveResponse,
     RoomMemberEvent,
     RoomMessageText,
+    RoomSendResponse,
+    UploadResponse,
 )
+from nio.crypto.attachments import decrypt_attachment
 
 import bot.matrix.invites as invites_module
 import bot.matrix.undecryptable as undecryptable_module
 from bot.config import Settings
+from bot.core.attachments import send_image
+from bot.core.ports import Image, SendRefused
+from bot.matrix.sending import upload_image
 from bot.matrix.transport import MatrixTransport
 from bot.matrix.undecryptable import Undecryptable
 
@@ -393,3 +400,76 @@ async def test_unreadable_notices_are_rate_limited_and_never_hold_the_sync_loop(
     assert per_sender["@dave:localhost"] == 1  # a flood in one room leaves the others heard
     await until(lambda: decisions.cut == len(decisions.started))  # each notice has a time-out
     await waiting.close()
+
+
+# Pictures (`!lucie stats`' chart): uploaded encrypted for an encrypted room, or not at all
+class MediaClient:
+    """A homeserver's media repository and room_send; `encrypt_during_upload` turns the room's
+    encryption on while an upload is under way, as an m.room.encryption event synced then would."""
+
+    def __init__(self, rooms: dict[str, bool], encrypt_during_upload: bool = False) -> None:
+        self.rooms = {room_id: SimpleNamespace(encrypted=on) for room_id, on in rooms.items()}
+        self.encrypt_during_upload = encrypt_during_upload
+        self.uploads: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+
+    async def upload(self, provide: Any, **options: Any) -> tuple[Any, None]:
+        self.uploads.append({"data": provide(0, 0).read(), **options})
+        if self.encrypt_during_upload:
+            for room in self.rooms.values():
+                room.encrypted = True
+        return UploadResponse(f"mxc://localhost/{len(self.uploads)}"), None
+
+    async def room_send(self, room_id: str, kind: str, content: dict, **_: Any) -> Any:
+        self.sent.append(content)
+        return RoomSendResponse(f"$sent{len(self.sent)}", room_id)
+
+    async def close(self) -> None:
+        pass
+
+
+CHART = Image(b"\x89PNG secret chart", "approval-of-bob.png", 10, 10)
+
+
+async def chart() -> Image:
+    return CHART
+
+
+async def test_a_picture_for_a_room_the_client_does_not_know_is_not_uploaded(tmp_path):
+    transport, _ = make_transport(tmp_path)
+    client = MediaClient({})
+    use_client(transport, client)
+    with pytest.raises(SendRefused):
+        await upload_image(client, ROOM, CHART)
+    assert await send_image(transport, ROOM, chart) is None
+    assert client.uploads == [] and client.sent == []
+
+
+async def test_a_picture_for_an_encrypted_room_goes_up_encrypted_and_unnamed(tmp_path):
+    transport, _ = make_transport(tmp_path)
+    client = MediaClient({ROOM: True})
+    use_client(transport, client)
+    assert await send_image(transport, ROOM, chart) == "$sent1"
+    (upload,) = client.uploads
+    assert upload["filename"] is None and upload["content_type"] == "application/octet-stream"
+    assert CHART.data not in upload["data"]
+    (content,) = client.sent
+    assert "url" not in content  # the key is in the (encrypted) event only
+    keys = content["file"]
+    plain = decrypt_attachment(upload["data"], keys["key"]["k"], keys["hashes"]["sha256"],
+                               keys["iv"])  # fmt: skip
+    assert plain == CHART.data
+
+
+async def test_a_plain_upload_is_not_named_in_a_room_encrypted_meanwhile(tmp_path):
+    transport, _ = make_transport(tmp_path)
+    client = MediaClient({ROOM: False}, encrypt_during_upload=True)
+    use_client(transport, client)
+    assert await send_image(transport, ROOM, chart) is None
+    assert client.uploads[0]["filename"] == CHART.name  # in the clear: the room was then
+    assert client.sent == []  # but no encrypted event points at it
+    # a room that stays unencrypted gets its picture as before
+    client = MediaClient({ROOM: False})
+    use_client(transport, client)
+    assert await send_image(transport, ROOM, chart) == "$sent1"
+    assert client.sent[0]["url"] == "mxc://localhost/1"

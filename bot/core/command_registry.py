@@ -12,7 +12,7 @@ from enum import Enum
 
 from bot.core.events import TextMessage
 from bot.core.governance import is_room_admin
-from bot.core.ports import ChatPort
+from bot.core.ports import ChatPort, Image
 from bot.texts import say
 
 
@@ -47,7 +47,16 @@ class Who(Enum):
     ADMIN = "admin"  # room admins and operators
 
 
-Handler = Callable[[Command, TextMessage, str], Awaitable[str]]
+@dataclass(frozen=True)
+class Reply:
+    """A command's answer with a picture after its text (`stats`' chart). The picture is made
+    only once the text has gone, so the text never waits for it nor fails with it."""
+
+    text: str
+    image: Callable[[], Awaitable[Image | None]] | None = None
+
+
+Handler = Callable[[Command, TextMessage, str], Awaitable[str | Reply]]
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,17 @@ class CommandRegistry:
 
     async def run(self, command: Command, message: TextMessage, lang: str) -> str:
         """Carry out a command; the notice text to answer with ("" for none)."""
+        return (await self.reply(command, message, lang)).text
+
+    async def reply(self, command: Command, message: TextMessage, lang: str) -> Reply:
+        """Carry out a command; its notice text ("" for none) and any picture to follow it."""
         spec = self._specs.get(command.name)
         if spec is None:
-            return say(lang, "cmd.unknown", command=command.name[:40], prefix=self.prefix)
+            return Reply(say(lang, "cmd.unknown", command=command.name[:40], prefix=self.prefix))
         if spec.needs_admin(command) and not await self.is_admin(message.room_id, message.sender):
-            return say(lang, "cmd.not_admin")
-        return await spec.handler(command, message, lang)
+            return Reply(say(lang, "cmd.not_admin"))
+        answer = await spec.handler(command, message, lang)
+        return answer if isinstance(answer, Reply) else Reply(answer)
 
     async def _help(self, command: Command, message: TextMessage, lang: str) -> str:
         return self.help(lang)

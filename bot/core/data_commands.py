@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 from bot.config import Settings
 from bot.core.clock import date_text, now_ms
-from bot.core.command_registry import Command, CommandSpec, HelpLine, Who
+from bot.core.command_registry import Command, CommandSpec, HelpLine, Reply, Who
 from bot.core.events import TextMessage
+from bot.core.feedback_events import FeedbackEvent, FeedbackForwarding, Kind
 from bot.core.incidents import IncidentStore, refusals_text
+from bot.core.ports import Image
 from bot.core.records import AnswerRow
 from bot.core.stores import Stores
+from bot.report.room_chart import RoomCharts
 from bot.texts import say
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,8 @@ class DataCommands:
         forgotten: Callable[[str], Awaitable[None]] | None = None,
         incidents: IncidentStore | None = None,
         mask: Callable[[str], str] = lambda text: text,  # personal identifiers out
+        forward: FeedbackForwarding | None = None,  # to a webhook, when one is configured
+        charts: RoomCharts | None = None,
     ) -> None:
         self.settings = settings
         self.feedback = stores.feedback
@@ -58,6 +64,8 @@ class DataCommands:
         self.forgotten = forgotten  # what else to erase of a person (the files they shared)
         self.incidents = incidents
         self.mask = mask
+        self.forward = forward
+        self.charts = charts or RoomCharts()
 
     @property
     def prefix(self) -> str:
@@ -102,6 +110,8 @@ class DataCommands:
             await self.feedback.add_consent(
                 message.sender, "no", version, message.room_id, now_ms()
             )
+            if self.forward is not None:  # what waits for the webhook stays in too
+                await self.forward.consent_withdrawn(message.sender)
             return say(lang, "cmd.consent.no")
         if action == "status":
             current = await self.feedback.consent(message.sender)
@@ -119,9 +129,13 @@ class DataCommands:
     async def forget(self, command: Command, message: TextMessage, lang: str) -> str:
         if command.args != ["me"]:
             return say(lang, "cmd.forget.usage", prefix=self.prefix)
-        await self.erasure.forget(message.sender, now_ms())
-        if self.forgotten is not None:
-            await self.forgotten(message.sender)
+        try:
+            if self.forward is not None:  # first: nothing of theirs leaves while the rest goes
+                await self.forward.forget(message.sender, now_ms())
+        finally:
+            await self.erasure.forget(message.sender, now_ms())
+            if self.forgotten is not None:
+                await self.forgotten(message.sender)
         log.info("erased everything stored about a person on request")
         return say(lang, "cmd.forget.done")
 
@@ -136,12 +150,13 @@ class DataCommands:
         text = command.rest.strip()
         if answer is None or answer.answer_event_id is None or not text:
             return say(lang, "cmd.correct.usage", prefix=self.prefix)
+        masked = self.mask(text[:MAX_CORRECTION_CHARS])
         await self.feedback.add_correction(
             message.event_id,
             answer.answer_event_id,
             message.room_id,
             message.sender,
-            self.mask(text[:MAX_CORRECTION_CHARS]),
+            masked,
             message.ts,
         )
         # a correction says the answer was not good enough: it counts as a 👎
@@ -155,22 +170,39 @@ class DataCommands:
             message.ts,
             source="correction",
         )
+        await self._forward("correction", message, answer.answer_event_id, masked)
         return say(lang, "cmd.correct.done")
 
     async def retry(self, command: Command, message: TextMessage, lang: str) -> str:
         answer = await self._replied_answer(message)
         if answer is None:
             return say(lang, "cmd.retry.usage", prefix=self.prefix)
+        if answer.answer_event_id is not None:
+            await self._forward("regeneration", message, answer.answer_event_id)
         return await self.regenerate(answer, message.sender)  # else the new answer replies
 
-    async def stats(self, command: Command, message: TextMessage, lang: str) -> str:
+    async def _forward(
+        self, kind: Kind, message: TextMessage, answer_event_id: str, text: str | None = None
+    ) -> None:
+        if self.forward is not None:
+            event = FeedbackEvent(kind, message.event_id, message.room_id, answer_event_id,
+                                  message.sender, message.ts, text=text)  # fmt: skip
+            await self.forward.forward(event)
+
+    async def stats(self, command: Command, message: TextMessage, lang: str) -> Reply:
         operator = message.sender in self.settings.bot.operators
         scope = None if operator else message.room_id
         answers = await self._answer_stats(scope, operator, lang)
+        chart = functools.partial(self._chart, message.room_id, lang)
         if self.incidents is None:
-            return answers
+            return Reply(answers, chart)
         refusals = refusals_text(await self.incidents.stats(scope), lang)
-        return f"{answers}\n{refusals}" if refusals else answers
+        return Reply(f"{answers}\n{refusals}" if refusals else answers, chart)
+
+    async def _chart(self, room_id: str, lang: str) -> Image | None:
+        """The room's approval per prompt version, drawn once the text has gone. An operator's
+        text covers every room; the chart, posted in one room, shows that room only."""
+        return await self.charts.chart(await self.feedback.approval(room_id), lang)
 
     async def _answer_stats(self, room_id: str | None, operator: bool, lang: str) -> str:
         rows = await self.feedback.stats(room_id)

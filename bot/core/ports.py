@@ -34,6 +34,18 @@ class DownloadFailed(Exception):
 
 
 @dataclass(frozen=True)
+class Image:
+    """A picture the bot shows in a room (a PNG chart): its bytes and what clients need to lay
+    it out before they have fetched it."""
+
+    data: bytes
+    name: str  # the message's body and file name, e.g. approbation-par-version.png
+    width: int
+    height: int
+    mimetype: str = "image/png"
+
+
+@dataclass(frozen=True)
 class RoomAuthority:
     """Who rules a room: its power levels, and its creators where the room version makes them
     all-powerful (room version 12 and later, where creators are absent from power levels)."""
@@ -50,6 +62,12 @@ class ChatPort(Protocol):
         worth retrying) or SendFailed.
 
         Retries of one message reuse its txn_id, so the homeserver never stores it twice."""
+        ...
+
+    async def upload(self, room_id: str, image: Image) -> dict[str, Any]:
+        """Put the image in the homeserver's media repository, encrypted (AES-CTR) when the room
+        is; return how an event refers to it: {"url": mxc} or {"file": EncryptedFile}. Raises
+        SendRefused (too large, forbidden) or SendFailed (timeout, unreachable, rate limited)."""
         ...
 
     async def typing(self, room_id: str, active: bool) -> None: ...

@@ -10,6 +10,7 @@ from bot.config import Settings
 from bot.core.clock import now_ms
 from bot.core.data_commands import DataCommands
 from bot.core.events import Reaction, Redaction, parse_reaction, parse_redaction
+from bot.core.feedback_events import FeedbackEvent, FeedbackForwarding, Kind
 from bot.core.governance import Authority, bare_emoji, normalise_vote, redaction_honoured
 from bot.core.metrics import Metrics
 from bot.core.questions import Questions
@@ -32,6 +33,7 @@ class Reactions:
         data: DataCommands,
         metrics: Metrics,
         authority: Authority,
+        forward: FeedbackForwarding | None = None,  # to a webhook, when one is configured
     ) -> None:
         self.settings = settings
         self.sync, self.answers = stores.sync, stores.conversations
@@ -42,6 +44,7 @@ class Reactions:
         self.metrics = metrics
         self.reasons = {bare_emoji(k): v for k, v in settings.data.reason_emojis.items()}
         self.authority = authority
+        self.forward = forward
 
     async def _may_redact(self, redaction: Redaction) -> bool:
         room_id, target = redaction.room_id, redaction.redacts
@@ -81,14 +84,28 @@ class Reactions:
         if vote is not None:
             if await self.feedback.add_vote(*args, vote, reaction.key, reaction.ts):
                 self.metrics.votes.labels(vote).inc()
+                await self._forward("vote", reaction, vote)
         elif key in self.reasons:
-            await self.feedback.add_label(*args, self.reasons[key], reaction.key, reaction.ts)
+            label = self.reasons[key]
+            if await self.feedback.add_label(*args, label, reaction.key, reaction.ts):
+                await self._forward("label", reaction, label, key)
         elif key == REGENERATE_KEY and await self.sync.claim_event(
             reaction.room_id, reaction.event_id, now_ms()
         ):
+            await self._forward("regeneration", reaction)
             notice = await self.questions.regenerate(answer, reaction.sender)
             if notice:
                 self.rooms.notice_later(reaction.room_id, notice, reaction.target)
+
+    async def _forward(
+        self, kind: Kind, reaction: Reaction, value: str | None = None, emoji: str | None = None
+    ) -> None:
+        if self.forward is not None:
+            event = FeedbackEvent(
+                kind, reaction.event_id, reaction.room_id, reaction.target, reaction.sender,
+                reaction.ts, value=value, emoji=emoji,
+            )  # fmt: skip
+            await self.forward.forward(event)
 
     async def on_redaction(self, room_id: str, event: dict[str, Any]) -> str | None:
         """The id of the event redacted, when the redaction is honoured."""
@@ -97,9 +114,13 @@ class Reactions:
             return None
         # a withdrawn reaction, or a message whose text and derived records must go
         redacts, now = redaction.redacts, now_ms()
-        await self.feedback.withdraw_reaction(room_id, redacts, now)
+        withdrawn = await self.feedback.withdraw_reaction(room_id, redacts, now)
+        if withdrawn and self.forward is not None:
+            await self.forward.withdrawn(room_id, redacts, now)
         await self.erasure.erase_event(room_id, redacts, now)
         given = await self.feedback.consent_given_by(room_id, redacts)
         if given is not None:  # taking back the ✅ takes back the consent
             await self.feedback.add_consent(given[0], "no", given[1], room_id, now)
+            if self.forward is not None:
+                await self.forward.consent_withdrawn(given[0])
         return redacts

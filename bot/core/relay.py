@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.config import Settings
+from bot.core.attachments import send_image
 from bot.core.clock import now_ms
 from bot.core.command_registry import Command, CommandRegistry, parse_command
 from bot.core.documents import RoomDocuments
@@ -127,9 +128,11 @@ class Relay:
             else:
                 await self.rooms.notice(room_id, say(lang, "cmd.collection.off"))
             return
-        reply = await self.commands.run(command, message, lang)
-        if reply:
-            await self.rooms.notice(room_id, reply, message.event_id, message.thread_root)
+        reply = await self.commands.reply(command, message, lang)
+        if reply.text:
+            await self.rooms.notice(room_id, reply.text, message.event_id, message.thread_root)
+        if reply.image is not None:  # after the text, which must not wait for it
+            await send_image(self.port, room_id, reply.image, message.event_id, message.thread_root)
 
     async def on_reaction(self, room_id: str, event: dict[str, Any]) -> None:
         sender = event.get("sender")

@@ -38,9 +38,12 @@ class Account:
 class LocalSynapse:
     """Configured once in its folder (a second run reuses it), started and stopped by pid."""
 
-    def __init__(self, folder: Path, port: int, server_name: str = "localhost") -> None:
+    def __init__(
+        self, folder: Path, port: int, server_name: str = "localhost", pid_file: Path | None = None
+    ) -> None:
         self.folder = folder
         self.port = port
+        self.pid_file = pid_file
         self.url = f"http://127.0.0.1:{port}"
         self.server_name = server_name
         self.config_path = folder / "homeserver.yaml"
@@ -106,7 +109,11 @@ class LocalSynapse:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self) -> None:
-        """Start and wait for /health (blocking: the demo runs it in a worker thread)."""
+        """Start and wait for /health (from the main thread: see bot/demo/processes.py)."""
+        self.spawn()
+        self.wait_until_up()
+
+    def spawn(self) -> None:
         self.process = OwnedProcess(
             [
                 sys.executable,
@@ -117,7 +124,12 @@ class LocalSynapse:
             ],
             self.folder / "synapse.log",
             self.folder,
+            self.pid_file,
         )
+
+    def wait_until_up(self) -> None:
+        """Blocking: the demo runs it in a worker thread; stops Synapse if it never answers."""
+        assert self.process is not None
         process, log = self.process.process, self.process.log
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

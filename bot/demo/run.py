@@ -2,7 +2,8 @@
 under one folder, with the bot's user guide indexed as a collection every room uses.
 
 Everything it creates lives in the folder (accounts, room, logs, databases); a second run reuses
-it (the guide, unchanged, is not indexed again). Ctrl-C stops every process it started.
+it (the guide, unchanged, is not indexed again). Ctrl-C, SIGTERM or closing the terminal stops
+every process it started, and they die with it even when it is killed (bot/demo/processes.py).
 """
 
 from __future__ import annotations
@@ -12,34 +13,43 @@ import json
 import os
 import secrets
 import signal
+import urllib.error
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import tomli_w
 
 from bot import paths
 from bot.cli_kb import add_to_collection
 from bot.config import load_settings
-from bot.demo.chat import terminal_chat
+from bot.demo.chat import ChatOptions, terminal_chat
+from bot.demo.chat_texts import hint
 from bot.demo.homeserver import Account, LocalSynapse
 from bot.demo.parts import (
     GUIDE,
     DemoError,
+    DemoStopped,
     guide_dir,
+    pid_file,
     require_free_port,
     require_module,
+    say,
     smollm2_gguf,
+    spawn_embeddings_server,
+    spawn_model_server,
     start_bot,
-    start_embeddings_server,
-    start_model_server,
+    step,
+    wait_until_answering,
 )
-from bot.demo.processes import OwnedProcess
+from bot.demo.processes import OwnedProcess, folder_holder, hold_folder, stop_leftovers
 from bot.storage.store import Store
 
 BOT, PERSON = "lucie", "demo"
 # one person and one bot on loopback: Synapse's message rate limit would only slow the demo
 DEMO_RATE = {"per_second": 50, "burst_count": 100}
+ENCRYPTION = {"algorithm": "m.megolm.v1.aes-sha2"}
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ def _check(options: DemoOptions) -> Path | None:
     guide_dir()
     if options.model_url:
         return None
-    require_module("llama_cpp", "llama-cpp-python[server]")
+    require_module("xllamacpp", "xllamacpp")
     require_free_port(options.model_port, "model server", "--model-port")
     gguf = options.gguf or smollm2_gguf()
     if not gguf.is_file():
@@ -124,6 +134,8 @@ def _bot_config(options: DemoOptions, synapse: LocalSynapse, state: dict[str, An
 
 
 async def _room(synapse: LocalSynapse, person: Account, state: dict, state_path: Path) -> str:
+    """The demo's DM, encrypted as Tchap DMs always are: the demo shows the bot as it works
+    there (encrypted messages, edits and reactions, keys shared between devices)."""
     if "room_id" not in state:
         created = await asyncio.to_thread(
             synapse.request,
@@ -134,12 +146,32 @@ async def _room(synapse: LocalSynapse, person: Account, state: dict, state_path:
                 "invite": [f"@{BOT}:{synapse.server_name}"],
                 "is_direct": True,
                 "preset": "trusted_private_chat",
+                "initial_state": [
+                    {"type": "m.room.encryption", "state_key": "", "content": ENCRYPTION}
+                ],
             },
             person.access_token,
         )
         state["room_id"] = created["room_id"]
+        state["encrypted"] = True
+        _write_private(state_path, json.dumps(state, indent=2))
+    elif not state.get("encrypted"):
+        # a room an older demo made in the clear: encryption, once on, stays on for good
+        await asyncio.to_thread(_encrypt_room, synapse, person, state["room_id"])
+        state["encrypted"] = True
         _write_private(state_path, json.dumps(state, indent=2))
     return state["room_id"]
+
+
+def _encrypt_room(synapse: LocalSynapse, person: Account, room_id: str) -> None:
+    path = f"/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/state/m.room.encryption/"
+    try:
+        synapse.request("GET", path, token=person.access_token)
+        return  # already encrypted (by a client, say)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    synapse.request("PUT", path, ENCRYPTION, person.access_token)
 
 
 def _details(synapse: LocalSynapse, person: Account, room_id: str, options: DemoOptions) -> str:
@@ -156,27 +188,29 @@ def _details(synapse: LocalSynapse, person: Account, room_id: str, options: Demo
     )
 
 
+async def _start_synapse(synapse: LocalSynapse) -> None:
+    await asyncio.to_thread(synapse.configure, {"rc_message": DEMO_RATE})
+    synapse.spawn()  # from the main thread, as every child (bot/demo/processes.py)
+    await asyncio.to_thread(synapse.wait_until_up)
+
+
 async def _start_servers(
-    options: DemoOptions, gguf: Path | None, started: list[OwnedProcess]
+    options: DemoOptions, gguf: Path | None, started: list[OwnedProcess], stop: asyncio.Event
 ) -> None:
-    """The model and embeddings servers start side by side; whichever started is stopped at
-    the end even when the other failed."""
-    starts = [asyncio.to_thread(start_embeddings_server, options.embeddings_port, options.folder)]
+    """The model and embeddings servers start side by side; each is in `started` from its first
+    moment, so that it is stopped at the end whatever becomes of the other."""
+    services = [spawn_embeddings_server(options.embeddings_port, options.folder)]
+    started.append(services[0].process)
+    label = "starting the embeddings server"
     if gguf is not None:
-        print(f"starting the model server ({gguf.name}) and the embeddings server…", flush=True)
-        starts.append(
-            asyncio.to_thread(start_model_server, gguf, options.model_port, options.folder)
-        )
-    else:
-        print("starting the embeddings server…", flush=True)
-    results = await asyncio.gather(*starts, return_exceptions=True)
-    started.extend(result for result in results if isinstance(result, OwnedProcess))
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+        services.append(spawn_model_server(gguf, options.model_port, options.folder))
+        started.append(services[-1].process)
+        label = f"starting the model server ({gguf.name}) and the embeddings server"
+    waits = [asyncio.to_thread(wait_until_answering, service) for service in services]
+    await step(label, asyncio.gather(*waits), stop)
 
 
-async def _index_guide(config: Path) -> None:
+async def _index_guide(config: Path) -> str:
     """The user guide as the collection every room uses, before the bot reads any question."""
     settings = load_settings(config)
     store = await Store.open(paths.database(settings.data_dir))
@@ -188,57 +222,98 @@ async def _index_guide(config: Path) -> None:
         await store.close()
     if not tally.useful:
         raise DemoError(f"the user guide could not be indexed: {tally.summary()}")
-    print(tally.summary(), flush=True)
+    return tally.summary()
 
 
 async def _chat_until_stopped(
     options: DemoOptions, synapse: LocalSynapse, person: Account, room_id: str, stop: asyncio.Event
 ) -> None:
+    # the bundled model is there to show the bot working, not to answer well: said once, at
+    # start, with the way to a real one
+    small_model = options.model_url is None and options.gguf is None
     if not options.chat:
+        if small_model:
+            print(hint("en", "model_note"), flush=True)
         await stop.wait()
         return
+    settings = load_settings(options.folder / "bot.toml")
+    bot_id = f"@{BOT}:{synapse.server_name}"
+    chat_options = ChatOptions(
+        bot_id,
+        prefix=settings.bot.command_prefix,
+        default_lang=settings.bot.default_lang,
+        reasons=dict(settings.data.reason_emojis),
+        model_note=small_model,
+    )
     chat = asyncio.create_task(
         terminal_chat(
-            synapse.url,
-            person,
-            room_id,
-            f"@{BOT}:{synapse.server_name}",
-            options.folder / "chat-store",
+            synapse.url, person, room_id, bot_id, options.folder / "chat-store", chat_options
         )
     )
     waiting = asyncio.create_task(stop.wait())
     await asyncio.wait({chat, waiting}, return_when=asyncio.FIRST_COMPLETED)
     for task in (chat, waiting):
         task.cancel()
+    # the chat closes its client before the homeserver it talks to stops
+    await asyncio.gather(chat, waiting, return_exceptions=True)
 
 
 async def run_demo(options: DemoOptions) -> None:
-    gguf = _check(options)
-    options.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    synapse = LocalSynapse(options.folder / "synapse", options.synapse_port)
-    started: list[OwnedProcess] = []
-    # Ctrl-C during start-up is kept for later: a server starting in a worker thread could
-    # not be stopped if the wait for it were cancelled
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # a closed terminal (SIGHUP) stops the demo as Ctrl-C and SIGTERM do; during start-up the
+    # signal ends the wait under way (parts.step) and what was started is stopped on the way out
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
+    # the folder is locked first: another live run's children are not leftovers
+    lock = _hold(options.folder) if options.folder.is_dir() else None
     try:
-        await asyncio.to_thread(synapse.configure, {"rc_message": DEMO_RATE})
-        await asyncio.to_thread(synapse.start)
-        await _start_servers(options, gguf, started)
+        for line in await asyncio.to_thread(stop_leftovers, options.folder / "pids"):
+            say(line)
+        gguf = _check(options)
+        options.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock = lock or _hold(options.folder)
+        await _run(options, gguf, stop)
+    except DemoStopped:
+        pass  # asked to stop while starting: everything started is stopped already
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _hold(folder: Path) -> IO[str]:
+    lock = hold_folder(folder)
+    if lock is None:
+        pid = folder_holder(folder)
+        raise DemoError(
+            f"another lucie-bot demo (pid {pid}) is using {folder}: "
+            f"stop it (kill {pid}) or choose another folder with --data"
+        )
+    return lock
+
+
+async def _run(options: DemoOptions, gguf: Path | None, stop: asyncio.Event) -> None:
+    synapse = LocalSynapse(
+        options.folder / "synapse",
+        options.synapse_port,
+        pid_file=pid_file(options.folder, "synapse"),
+    )
+    started: list[OwnedProcess] = []
+    try:
+        await step("starting Synapse", _start_synapse(synapse), stop)
+        await _start_servers(options, gguf, started, stop)
         state_path = options.folder / "accounts.json"
         state = await asyncio.to_thread(_accounts, synapse, state_path)
         person = Account(**state["person"])
         config = _bot_config(options, synapse, state)
         _write_private(state_path, json.dumps(state, indent=2))
-        await _index_guide(config)
+        say(await step("indexing the user guide", _index_guide(config)))
         started.append(start_bot(config, options.folder))
         room_id = await _room(synapse, person, state, state_path)
-        print(_details(synapse, person, room_id, options), flush=True)
+        say(_details(synapse, person, room_id, options))
         await _chat_until_stopped(options, synapse, person, room_id, stop)
     finally:
-        print("stopping…", flush=True)
+        say("stopping…")
         for process in reversed(started):
             await asyncio.to_thread(process.stop)
         await asyncio.to_thread(synapse.stop)

@@ -3,8 +3,9 @@ and refusals as labelled safety examples (TRL's conversational prompt-completion
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import combinations, pairwise
 from typing import Any
@@ -12,13 +13,44 @@ from typing import Any
 from bot.core.context import Turn as ModelTurn
 from bot.core.context import to_messages
 from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
-from bot.export.source import Answer, ExportSource
+from bot.export.source import Answer, ExportSource, Wanted
 from bot.guard.pii import mask_personal_data
 from bot.rag.citations import with_sources
 
 # formats read from the refusals the bot showed, never from its answers (and the reverse)
 REFUSAL_FORMATS = frozenset({"refusal"})
 Row = dict[str, Any]
+
+
+class TextMemo:
+    """Masked texts by the text they were made from, the least recently used forgotten past a
+    budget of characters: memory stays bounded whatever the size of the database."""
+
+    def __init__(self, budget: int) -> None:
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._budget = budget
+        self._size = 0
+
+    def get(self, key: str) -> str | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: str) -> None:
+        cost = len(key) + len(value)
+        if cost > self._budget // 8 or key in self._items:
+            return  # one long text would push out the many short ones that recur
+        self._items[key] = value
+        self._size += cost
+        while self._size > self._budget:
+            old_key, old_value = self._items.popitem(last=False)
+            self._size -= len(old_key) + len(old_value)
+
+
+# characters of raw and masked texts remembered: the system prompts, and the turns shared by the
+# answers of a question and by the rows made from each answer
+MEMO_CHARACTERS = 500_000
 
 
 @dataclass
@@ -29,8 +61,20 @@ class RowMaker:
     scrub_texts: bool
     collection: str
     names: NameMask
+    _memo: TextMemo = field(default_factory=lambda: TextMemo(MEMO_CHARACTERS), init=False)
+    _last: tuple[Answer, _Facts] | None = field(default=None, init=False)
+    _prompt_hashes: dict[str, str] = field(default_factory=dict, init=False)
 
     def text(self, value: str) -> str:
+        # the same texts come back (the system prompt in every row, a conversation's turns in
+        # each of its answers' rows): masking is a pure function of the text, so it is done once
+        masked = self._memo.get(value)
+        if masked is None:
+            masked = self._mask(value)
+            self._memo.put(value, masked)
+        return masked
+
+    def _mask(self, value: str) -> str:
         # identifiers are masked before storage; masked again here for rows stored before that
         # (or while guard.mask_personal_data was off), whatever data.scrub says
         value = self.names(mask_personal_data(value).text)
@@ -52,21 +96,21 @@ class RowMaker:
         return [{"role": "assistant", "content": self.text(text)}]
 
     def conversation_id(self, answer: Answer) -> str:
-        first = next((t.event_id for t in answer.context if t.event_id), answer.question_event_id)
-        return self.ids.of("conv", f"{answer.room_id}\x00{first}")
+        return self._facts(answer).conversation_id
 
     def metadata(self, answer: Answer, source: str, raters: list[str]) -> Row:
-        people = {t.sender for t in answer.context if t.role == "user" and t.sender} | set(raters)
+        facts = self._facts(answer)
+        people = facts.users | set(raters)
         versions = [self.source.notice_versions.get(p) for p in people]
         return {
-            "conversation_id": self.conversation_id(answer),
-            "message_id": self.ids.of("msg", answer.event_id),
-            "author_id": self.ids.of("user", answer.author) if answer.author else None,
+            "conversation_id": facts.conversation_id,
+            "message_id": facts.message_id,
+            "author_id": facts.author_id,
             "rater_ids": sorted({self.ids.of("user", r) for r in raters}),
             "language": answer.lang,
             "model": answer.model,
             "prompt_version": answer.prompt_version,
-            "prompt_sha256": sha256(answer.prompt_text),
+            "prompt_sha256": facts.prompt_sha256,
             "policy_sha256": answer.policy_sha256,
             "sampling": answer.sampling,
             "source": source,
@@ -76,8 +120,50 @@ class RowMaker:
                 "notice_versions": sorted({v for v in versions if v is not None}),
             },
             "licence": self.licence,
-            "created_at": _iso(answer.finished_at),
+            "created_at": facts.created_at,
         }
+
+    def _facts(self, answer: Answer) -> _Facts:
+        """What every row of an answer says about it, worked out once for its rows in a row
+        (Open WebUI makes one per vote). The answer is held, so that "is" cannot meet another
+        answer at the same address."""
+        last = self._last
+        if last is not None and last[0] is answer:
+            return last[1]
+        first = next((t.event_id for t in answer.context if t.event_id), answer.question_event_id)
+        author = answer.author
+        facts = _Facts(
+            conversation_id=self.ids.of("conv", f"{answer.room_id}\x00{first}"),
+            message_id=self.ids.of("msg", answer.event_id),
+            author_id=self.ids.of("user", author) if author else None,
+            prompt_sha256=self._prompt_sha256(answer.prompt_text),
+            created_at=_iso(answer.finished_at),
+            users=frozenset(t.sender for t in answer.context if t.role == "user" and t.sender),
+        )
+        self._last = (answer, facts)
+        return facts
+
+    def _prompt_sha256(self, text: str) -> str:
+        # a handful of prompts (a room's versions, the default per language) in every row
+        known = self._prompt_hashes.get(text)
+        if known is None:
+            if len(self._prompt_hashes) >= PROMPT_HASHES:
+                self._prompt_hashes.clear()
+            known = self._prompt_hashes[text] = sha256(text)
+        return known
+
+
+@dataclass(frozen=True)
+class _Facts:
+    conversation_id: str
+    message_id: str
+    author_id: str | None
+    prompt_sha256: str
+    created_at: str
+    users: frozenset[str]
+
+
+PROMPT_HASHES = 256
 
 
 # how an answer stood to the room's documents, for trainers to tell grounded rows apart
@@ -238,6 +324,7 @@ def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
     """Open WebUI's feedback records: one rating per vote, with a snapshot of the chat."""
     for answer in group:
         chat = maker.prompt(answer) + maker.assistant(answer.text)
+        chat_id, message_id = maker.conversation_id(answer), maker.ids.of("msg", answer.event_id)
         for vote in answer.votes:
             rater = vote["sender"]
             tags = sorted({item["label"] for item in answer.labels if item["sender"] == rater})
@@ -255,11 +342,7 @@ def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
                     "comment": maker.text(comment),
                     "tags": tags,
                 },
-                "meta": {
-                    "chat_id": maker.conversation_id(answer),
-                    "message_id": maker.ids.of("msg", answer.event_id),
-                    "source": vote["source"],
-                },
+                "meta": {"chat_id": chat_id, "message_id": message_id, "source": vote["source"]},
                 "snapshot": {"chat": {"messages": chat}},
                 "created_at": seconds,
                 "updated_at": seconds,
@@ -286,6 +369,16 @@ def refusal(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
             "metadata": metadata,
         }
 
+
+# which questions may make a row, judged from their feedback alone (ExportSource.questions
+# reads no context for the others); each says no only where its builder above makes no row
+# from any of the question's answers: not one of them voted or corrected
+WANTED: dict[str, Wanted] = {
+    "sft": lambda group: any(f.score > 0 or f.corrections for f in group),
+    "kto": lambda group: any(f.votes and f.score != 0 for f in group),
+    "dpo": lambda group: any(f.corrections for f in group) or sum(bool(f.votes) for f in group) > 1,
+    "openwebui": lambda group: any(f.votes for f in group),
+}
 
 BUILDERS: dict[str, Callable[[RowMaker, list[Answer]], Iterator[Row]]] = {
     "sft": sft,

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -14,7 +15,7 @@ from typing import TextIO
 from bot import paths
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.errors import OperatorError, UsageError
-from bot.export.formats import BUILDERS, REFUSAL_FORMATS, RowMaker
+from bot.export.formats import BUILDERS, REFUSAL_FORMATS, WANTED, RowMaker
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
 from bot.storage.export_reader import SchemaMismatch, SqliteExportReader
@@ -37,6 +38,11 @@ class ExportRequest:
     room: str | None = None
 
 
+# what writes the rows out: JSONL here (_write), a Hugging Face dataset folder in bot.export.hf,
+# both behind the same checks and the same consented, pseudonymised source
+Write = Callable[[ExportSource, RowMaker, ExportRequest, TextIO | None], Awaitable[int]]
+
+
 def pseudonym_secret(data: DataSettings) -> str:
     """The key of the pseudonyms, refused when guessable (unset, empty, short or blank)."""
     secret = data.pseudonym_secret.get_secret_value() if data.pseudonym_secret else ""
@@ -48,8 +54,11 @@ def pseudonym_secret(data: DataSettings) -> str:
     return secret
 
 
-async def export(settings: Settings, request: ExportRequest, progress: TextIO | None) -> int:
-    """Write the rows; return how many. Nothing unconsented or erased is ever written."""
+async def export(
+    settings: Settings, request: ExportRequest, progress: TextIO | None, write: Write | None = None
+) -> int:
+    """Write the rows (as JSONL unless another write is given); return how many. Nothing
+    unconsented or erased is ever written."""
     data = settings.data
     if data.collection == "off":
         raise ExportError('data collection is off (data.collection = "off"): nothing to export')
@@ -60,13 +69,18 @@ async def export(settings: Settings, request: ExportRequest, progress: TextIO | 
     if not request.out.parent.is_dir():
         raise ExportError(f"folder {request.out.parent} does not exist")
     try:
-        return await _export(settings, request, progress, database, secret)
+        return await _export(settings, request, progress, database, secret, write or _write)
     except sqlite3.DatabaseError as exc:  # a damaged or foreign file where the database should be
         raise OperatorError(f"cannot read the database: {exc}") from None
 
 
 async def _export(
-    settings: Settings, request: ExportRequest, progress: TextIO | None, database: Path, secret: str
+    settings: Settings,
+    request: ExportRequest,
+    progress: TextIO | None,
+    database: Path,
+    secret: str,
+    write: Write,
 ) -> int:
     data = settings.data
     reader = await _open(database)
@@ -89,7 +103,7 @@ async def _export(
             data.collection,
             NameMask(await source.people_names()),
         )
-        count = await _write(source, maker, request, progress)
+        count = await write(source, maker, request, progress)
     finally:
         await reader.close()
     if progress is not None:
@@ -123,13 +137,17 @@ async def _write(
         raise ExportError(f"cannot create {temporary}: {exc.strerror}") from None
     build, count = BUILDERS[request.format], 0
     refused = request.format in REFUSAL_FORMATS
+    # json.dumps(row, ensure_ascii=False) without making an encoder for every row
+    encode = json.JSONEncoder(ensure_ascii=False).encode
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             shown = time.monotonic()
-            async for group in source.questions(request.since_ms, request.room, refused):
-                for row in build(maker, group):
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    count += 1
+            wanted = WANTED.get(request.format)
+            async for group in source.questions(request.since_ms, request.room, refused, wanted):
+                # a question's rows in one write: a few, or one per vote in Open WebUI
+                lines = [encode(row) + "\n" for row in build(maker, group)]
+                out.write("".join(lines))
+                count += len(lines)
                 if progress is not None and time.monotonic() - shown > 0.5:
                     progress.write(f"\r{count} rows written")
                     progress.flush()

@@ -69,7 +69,9 @@ class _Span:
 def mask_personal_data(text: str) -> Masked:
     """The normalised text (see above) with its identifiers masked."""
     text = normalised(text)
-    found = [*_nirs(text), *_ibans(text), *_phones(text), *_emails(text), *_addresses(text)]
+    # an e-mail address has an "@" (a literal in its expression): without one, none to find
+    emails = _emails(text) if "@" in text else ()
+    found = [*_nirs(text), *_ibans(text), *_phones(text), *emails, *_addresses(text)]
     kept = _without_overlaps(found)
     if not kept:
         return Masked(text, ())
@@ -85,6 +87,8 @@ def mask_personal_data(text: str) -> Masked:
 def normalised(text: str) -> str:
     """The text as it is checked: format characters dropped, every space a plain space, NFKC;
     the very same string when nothing changes."""
+    if text.isascii():
+        return text  # ASCII holds no Cf, no space but the plain one, and NFKC leaves it as it is
     # Cf before NFKC: a zero-width space dropped between a letter and its accent lets them
     # compose; NFKC makes no Cf and no space but the plain one (a test checks every character)
     table = _format_characters_and_spaces(text)

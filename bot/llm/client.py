@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from bot.config import LLMSettings
+from bot.config_urls import shown
 from bot.llm.sse import EventTooLarge, data_batches
 from bot.llm.wire import (
     MAX_TOKENS_COUNTED,
@@ -167,7 +168,7 @@ class ChatModel:
             except LLMError as exc:
                 if exc.kind in FAILOVER_KINDS:
                     backend.failed_at = time.monotonic()
-                    log.warning("model server %s failed: %s", backend.base_url, exc.kind)
+                    log.warning("model server %s failed: %s", shown(backend.base_url), exc.kind)
                 if result.first_token_at is not None or exc.kind not in FAILOVER_KINDS:
                     raise
                 error = exc

@@ -23,8 +23,9 @@ from nio import (
 from bot import paths
 from bot.backoff import backoff
 from bot.config import Settings
+from bot.config_urls import shown
 from bot.core.events import SharedFile, TextMessage, parse_file, parse_message, parse_redaction
-from bot.core.ports import RoomAuthority, RoomEvents
+from bot.core.ports import Image, RoomAuthority, RoomEvents
 from bot.errors import OperatorError
 from bot.matrix.credentials import Credentials, load_credentials, pickle_key, save_credentials
 from bot.matrix.crypto_store import CryptoStore
@@ -33,7 +34,7 @@ from bot.matrix.direct import DirectRooms
 from bot.matrix.invites import Invites
 from bot.matrix.media import Media
 from bot.matrix.nio_client import MatrixClient, exchange_keys, homeserver_only
-from bot.matrix.sending import send_message
+from bot.matrix.sending import send_message, upload_image
 from bot.matrix.trust import DeviceTrust
 from bot.matrix.undecryptable import Undecryptable
 from bot.storage.database import StorageUnavailable
@@ -153,7 +154,10 @@ class MatrixTransport:
                 failures += 1
                 delay = backoff(failures, self.settings.matrix.max_backoff_s)
                 log.warning(
-                    "homeserver unreachable (%s), retrying in %.0f s", type(exc).__name__, delay
+                    "homeserver %s unreachable (%s), retrying in %.0f s",
+                    shown(self.settings.matrix.homeserver),
+                    type(exc).__name__,
+                    delay,
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
@@ -350,6 +354,9 @@ class MatrixTransport:
     # The relay's port
     async def send(self, room_id: str, content: dict[str, Any], txn_id: str) -> str:
         return await send_message(self.client, room_id, content, txn_id)
+
+    async def upload(self, room_id: str, image: Image) -> dict[str, Any]:
+        return await upload_image(self.client, room_id, image)
 
     async def typing(self, room_id: str, active: bool) -> None:
         try:

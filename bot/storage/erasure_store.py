@@ -27,6 +27,9 @@ class SqliteErasure:
         # incidents stay counted, under no one's name: their words and keyed hash go
         people = LocalPseudonyms(await local_key(self.db, PEOPLE_KEY))
         await self.incidents.forget(people.of(user_id))
+        # nor does anything of theirs wait for the webhook, nor the record of what left
+        for table in ("webhook_outbox", "webhook_forwarded", "webhook_people"):
+            await self.db.write(f"DELETE FROM {table} WHERE person = ?", people.of(user_id))
         # a room's prompt history stays (it is the room's configuration), without its author
         await self.db.write("UPDATE prompts SET set_by = 'erased' WHERE set_by = ?", user_id)
         await self.db.write(
@@ -86,4 +89,12 @@ class SqliteErasure:
             for table in ("messages", "corrections", "undecrypted"):
                 await self.db.write(
                     f"DELETE FROM {table} WHERE room_id = ? AND event_id = ?", room_id, current
+                )
+            # feedback it made that waits for the webhook stays in (its removal, when it had
+            # left, was queued before: bot.core.feedback_events)
+            for table in ("webhook_outbox", "webhook_forwarded"):
+                await self.db.write(
+                    f"DELETE FROM {table} WHERE room_id = ? AND source_event_id = ?",
+                    room_id,
+                    current,
                 )

@@ -21,6 +21,9 @@ KEYED = {
     "labels": "answer_event_id",
     "corrections": "answer_event_id",
 }
+# keyed tables with one row per (room id, event id) (their primary key): no order to keep, and
+# sorting by ts made SQLite read the whole room through its (room_id, ts) index to skip a sort
+UNIQUE_KEYS = frozenset({"messages"})
 
 
 def _per_room(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:
@@ -30,7 +33,18 @@ def _per_room(keys: Iterable[Key]) -> Iterator[tuple[str, list[str]]]:
         by_room.setdefault(room_id, []).append(event_id)
     for room_id, event_ids in by_room.items():
         for start in range(0, len(event_ids), BATCH):
-            yield room_id, event_ids[start : start + BATCH]
+            yield room_id, _padded(event_ids[start : start + BATCH])
+
+
+def _padded(chunk: list[Any]) -> list[Any]:
+    """The chunk, its last value repeated up to a power of two (or BATCH): a value twice in an
+    IN list changes nothing, and queries of a few lengths only are prepared once each. Of every
+    length, SQLite keeps a prepared statement (up to 128, of up to BATCH values): memory grew
+    with the size of the database, and each new length was parsed again."""
+    size = 1
+    while size < len(chunk):
+        size *= 2
+    return chunk + chunk[-1:] * (min(size, BATCH) - len(chunk))
 
 
 # the model's answers: finished, never refused nor replaced by a refusal
@@ -97,15 +111,10 @@ class SqliteExportReader:
             "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
             "ORDER BY a.room_id, a.question_event_id, a.sibling"
         )
-        batch: list[aiosqlite.Row] = []
         async with self.conn.execute(query, (since_ms, room, room)) as cursor:
-            async for row in cursor:
-                batch.append(row)
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+            # a batch a trip to the database's thread (iterating the cursor takes 64 rows a trip)
+            while batch := list(await cursor.fetchmany(BATCH)):
+                yield batch
 
     async def policy(self, sha256: str) -> str | None:
         """The operators' policy text an answer's model read first, by its hash."""
@@ -140,22 +149,38 @@ class SqliteExportReader:
             return await cursor.fetchone()
 
     async def by_key(
-        self, table: str, keys: Iterable[Key], standing_only: bool = False
+        self,
+        table: str,
+        keys: Iterable[Key],
+        standing_only: bool = False,
+        columns: tuple[str, ...] | None = None,
     ) -> dict[Key, list[dict[str, Any]]]:
         """Rows of a keyed table whose (room_id, event id) is one of keys, grouped by that
-        pair, oldest first; standing_only leaves out withdrawn reactions."""
+        pair, oldest first; standing_only leaves out withdrawn reactions; columns: only these
+        (and the event id), not all."""
         column = KEYED[table]
+        chosen = "*" if columns is None else ", ".join(dict.fromkeys((column, *columns)))
         condition = " AND withdrawn_at IS NULL" if standing_only else ""
+        order = "" if table in UNIQUE_KEYS else " ORDER BY ts"
         grouped: dict[Key, list[dict[str, Any]]] = {}
         for room_id, chunk in _per_room(keys):
             marks = ", ".join("?" * len(chunk))
             query = (
-                f"SELECT * FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
-                f"{condition} ORDER BY ts"
+                f"SELECT {chosen} FROM {table} WHERE room_id = ? AND {column} IN ({marks})"
+                f"{condition}{order}"
             )
-            async with self.conn.execute(query, [room_id, *chunk]) as cursor:
-                async for row in cursor:
-                    grouped.setdefault((room_id, row[column]), []).append(dict(row))
+            async with self.conn.cursor() as cursor:
+                # plain tuples, made dicts here at once: a Row object for each of a million
+                # votes on top of its dict costs a third more
+                cursor.row_factory = None
+                await cursor.execute(query, [room_id, *chunk])
+                rows = await cursor.fetchall()  # the chunk (at most BATCH keys) in one trip
+                names = [described[0] for described in cursor.description]
+            at = names.index(column)
+            for row in rows:
+                grouped.setdefault((room_id, row[at]), []).append(
+                    dict(zip(names, row, strict=True))
+                )
         return grouped
 
     async def answer_sources(self, answer_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -164,7 +189,7 @@ class SqliteExportReader:
         whether its collection is exportable."""
         grouped: dict[int, list[dict[str, Any]]] = {}
         for start in range(0, len(answer_ids), BATCH):
-            chunk = answer_ids[start : start + BATCH]
+            chunk = _padded(answer_ids[start : start + BATCH])
             marks = ", ".join("?" * len(chunk))
             query = (
                 "SELECT s.answer_id, s.rank, s.document_name, s.page, s.section, s.collection, "

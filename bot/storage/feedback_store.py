@@ -122,6 +122,22 @@ class SqliteFeedback:
         )
         return [dict(row) for row in rows]
 
+    async def approval(self, room_id: str) -> list[dict[str, Any]]:
+        """Votes per prompt version and model in one room, the figures of `!lucie stats`'s chart
+        (counted as stats counts them)."""
+        rows = await self.db.all(
+            "SELECT a.prompt_version, a.model, "
+            "COUNT(DISTINCT CASE WHEN v.vote = 'up' THEN v.reaction_event_id END) AS up, "
+            "COUNT(DISTINCT CASE WHEN v.vote = 'down' THEN v.reaction_event_id END) AS down "
+            "FROM answers a "
+            "LEFT JOIN current_votes v ON v.room_id = a.room_id "
+            "AND v.answer_event_id = a.answer_event_id "
+            "WHERE a.status IN ('complete', 'cut') AND a.room_id = ? "
+            "GROUP BY a.prompt_version, a.model ORDER BY a.prompt_version, a.model",
+            room_id,
+        )
+        return [dict(row) for row in rows]
+
     async def add_consent(
         self,
         user_id: str,

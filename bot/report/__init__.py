@@ -1,0 +1,1 @@
+"""What was collected, as aggregate figures and charts: `lucie-bot report` and `!lucie stats`."""
