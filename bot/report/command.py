@@ -35,7 +35,7 @@ def _check(settings: Settings, request: ReportRequest) -> Path:
     if importlib.util.find_spec("matplotlib") is None:
         raise ReportError(
             "the report draws its plots with matplotlib, which is not installed: "
-            "pip install 'lucie-bot[report]'"
+            "pip install matplotlib"
         )
     database = paths.database(settings.data_dir)
     if not database.is_file():
