@@ -16,4 +16,6 @@ def wilson(successes: int, total: int, z: float = Z95) -> tuple[float, float]:
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return max(0.0, centre - margin), min(1.0, centre + margin)
+    # rounding may put a bound a hair on the wrong side of p (p = 1 gave 0.9999999999999999):
+    # the interval always holds the rate it is drawn around
+    return max(0.0, min(p, centre - margin)), min(1.0, max(p, centre + margin))
