@@ -12,7 +12,7 @@ from typing import NoReturn
 from bot.cli_kb import add_kb_parser, run_kb
 from bot.config import Settings, load_settings
 from bot.errors import LucieError, TransientError
-from bot.export import EXPORT_FORMATS, HF_FORMAT
+from bot.export import EXPORT_FORMATS, HF_FORMAT, MAX_JOBS, default_jobs
 from bot.logs import configure_logging
 
 
@@ -21,6 +21,13 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"lucie-bot: {message}\n")
+
+
+def _jobs(value: str) -> int:
+    jobs = int(value) if value.isdigit() else 0
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError("a number of processes from 1 to 64")
+    return jobs
 
 
 def _date(value: str) -> int:
@@ -75,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--since", type=_date, default=0, help="only questions from this date")
     export.add_argument("--room", help="only this room id")
+    export.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=default_jobs(),
+        help=f"processes writing a JSONL export (default: the cores, at most {MAX_JOBS})",
+    )
     report = commands.add_parser(
         "report", help="write an HTML page of aggregate figures and plots (answers, votes)"
     )
@@ -100,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         kind = "temporarily unavailable: " if isinstance(exc, TransientError) else ""
         print(f"lucie-bot: {kind}{exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C in a command (an export, kb add): stopped, not a bug
+        print("lucie-bot: interrupted", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -150,7 +166,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.export.writer import ExportRequest, export, progress_stream
+    from bot.export.shards import export_jsonl
+    from bot.export.writer import ExportRequest, progress_stream
 
     request = ExportRequest(args.format, args.out, args.since, args.room)
     if args.format == HF_FORMAT:  # pyarrow is loaded only here
@@ -158,7 +175,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
         count = asyncio.run(export_dataset(settings, request, progress_stream()))
     else:
-        count = asyncio.run(export(settings, request, progress_stream()))
+        count = asyncio.run(export_jsonl(settings, request, progress_stream(), args.jobs))
     if progress_stream() is None:
         print(f"{count} rows written to {args.out}")
     return 0

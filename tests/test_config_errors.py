@@ -114,3 +114,14 @@ def test_an_unreachable_homeserver_is_named_and_ctrl_c_is_quiet(tmp_path):
     assert (
         rest.strip().splitlines()[-1] == "lucie-bot: stopped before the homeserver could be reached"
     )
+
+
+def test_ctrl_c_in_a_command_is_one_line(monkeypatch, capsys):
+    import bot.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bot.cli, "_dispatch", interrupted)
+    assert bot.cli.main(["check-config"]) == 130
+    assert capsys.readouterr().err == "lucie-bot: interrupted\n"

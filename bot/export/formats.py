@@ -3,7 +3,6 @@ and refusals as labelled safety examples (TRL's conversational prompt-completion
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from typing import Any
 
 from bot.core.context import Turn as ModelTurn
 from bot.core.context import to_messages
-from bot.export.privacy import NameMask, Pseudonyms, scrub, sha256
+from bot.export.privacy import NameMask, Pseudonyms, TextMemo, scrub, sha256
 from bot.export.source import Answer, ExportSource, Wanted
 from bot.guard.pii import mask_personal_data
 from bot.rag.citations import with_sources
@@ -20,32 +19,6 @@ from bot.rag.citations import with_sources
 # formats read from the refusals the bot showed, never from its answers (and the reverse)
 REFUSAL_FORMATS = frozenset({"refusal"})
 Row = dict[str, Any]
-
-
-class TextMemo:
-    """Masked texts by the text they were made from, the least recently used forgotten past a
-    budget of characters: memory stays bounded whatever the size of the database."""
-
-    def __init__(self, budget: int) -> None:
-        self._items: OrderedDict[str, str] = OrderedDict()
-        self._budget = budget
-        self._size = 0
-
-    def get(self, key: str) -> str | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: str) -> None:
-        cost = len(key) + len(value)
-        if cost > self._budget // 8 or key in self._items:
-            return  # one long text would push out the many short ones that recur
-        self._items[key] = value
-        self._size += cost
-        while self._size > self._budget:
-            old_key, old_value = self._items.popitem(last=False)
-            self._size -= len(old_key) + len(old_value)
 
 
 # characters of raw and masked texts remembered: the system prompts, and the turns shared by the
@@ -296,7 +269,8 @@ def _node(
     labels: dict[str, dict[str, float | int]] = {}
     if answer:
         raters = max(1, len({v["sender"] for v in answer.labels}))
-        for label in {item["label"] for item in answer.labels}:
+        # sorted: a set of strings iterates in an order that changes with each process
+        for label in sorted({item["label"] for item in answer.labels}):
             count = sum(1 for item in answer.labels if item["label"] == label)
             labels[label] = {"value": round(count / raters, 3), "count": count}
     ups = sum(1 for v in votes if v["vote"] == "up")
@@ -322,6 +296,15 @@ def _node(
 
 def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
     """Open WebUI's feedback records: one rating per vote, with a snapshot of the chat."""
+    for chat, head, tail in openwebui_parts(maker, group):
+        yield {**head, "snapshot": {"chat": {"messages": chat}}, **tail}
+
+
+def openwebui_parts(
+    maker: RowMaker, group: list[Answer]
+) -> Iterator[tuple[list[dict[str, str]], Row, Row]]:
+    """Each record as the keys before its snapshot, the chat (the same list for all the votes
+    of an answer) and the keys after it: the JSONL writer encodes the chat once per answer."""
     for answer in group:
         chat = maker.prompt(answer) + maker.assistant(answer.text)
         chat_id, message_id = maker.conversation_id(answer), maker.ids.of("msg", answer.event_id)
@@ -330,7 +313,7 @@ def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
             tags = sorted({item["label"] for item in answer.labels if item["sender"] == rater})
             comment = next((c["text"] for c in answer.corrections if c["sender"] == rater), "")
             seconds = vote["ts"] // 1000
-            yield {
+            head = {
                 "id": maker.ids.of("feedback", vote["reaction_event_id"]),
                 "user_id": maker.ids.of("user", rater),
                 "version": 0,
@@ -343,11 +326,13 @@ def openwebui(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:
                     "tags": tags,
                 },
                 "meta": {"chat_id": chat_id, "message_id": message_id, "source": vote["source"]},
-                "snapshot": {"chat": {"messages": chat}},
+            }
+            tail = {
                 "created_at": seconds,
                 "updated_at": seconds,
                 "metadata": maker.metadata(answer, vote["source"], [rater]),
             }
+            yield chat, head, tail
 
 
 def refusal(maker: RowMaker, group: list[Answer]) -> Iterator[Row]:

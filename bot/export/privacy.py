@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections import OrderedDict
 
 # Order matters: Matrix ids and URLs before e-mails, e-mails before phone numbers.
 _PATTERNS = [
@@ -233,3 +234,29 @@ def _phone(match: re.Match[str]) -> str:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class TextMemo:
+    """Masked texts by the text they were made from, the least recently used forgotten past a
+    budget of characters: memory stays bounded whatever the size of the database."""
+
+    def __init__(self, budget: int) -> None:
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._budget = budget
+        self._size = 0
+
+    def get(self, key: str) -> str | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: str) -> None:
+        cost = len(key) + len(value)
+        if cost > self._budget // 8 or key in self._items:
+            return  # one long text would push out the many short ones that recur
+        self._items[key] = value
+        self._size += cost
+        while self._size > self._budget:
+            old_key, old_value = self._items.popitem(last=False)
+            self._size -= len(old_key) + len(old_value)

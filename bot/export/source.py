@@ -29,7 +29,7 @@ from bot.export.grounding import answer_text, exportable_block
 from bot.export.privacy import person_names
 from bot.export.refusals import Refusal, parse_refusal, refused_events
 from bot.storage.conversation_store import message_row
-from bot.storage.export_reader import Key, SqliteExportReader
+from bot.storage.export_reader import Key, Shard, SqliteExportReader
 from bot.texts import PromptTexts
 
 
@@ -92,9 +92,8 @@ class Feedback:
 # what the formats read of a vote: the columns left out cost a third of reading a million votes
 VOTE_COLUMNS = ("reaction_event_id", "sender", "vote", "ts", "source")
 
-# whether a question whose answers have this feedback may make a row at all (False: its answers'
-# contexts are not even read); it must hold for any subset of the answers, since some are left
-# out later (their context unusable), and so may only say no when no subset makes a row
+# whether a question with this feedback may make a row (False: no context read); since answers
+# are left out later (context unusable), it may say no only when no subset of them makes a row
 Wanted = Callable[[list[Feedback]], bool]
 
 
@@ -145,13 +144,18 @@ class ExportSource:
         )
 
     async def questions(
-        self, since_ms: int, room: str | None, refused: bool = False, wanted: Wanted | None = None
+        self,
+        since_ms: int,
+        room: str | None,
+        refused: bool = False,
+        wanted: Wanted | None = None,
+        shard: Shard = (None, None),
     ) -> AsyncIterator[list[Answer]]:
         """Exportable answers grouped by question (siblings together), in a stable order; with
-        refused, the refusals shown instead of an answer; with wanted, only the questions whose
-        feedback it accepts (the others would make no row in the format that asks)."""
+        refused, the refusals shown instead; with wanted, only the questions whose feedback it
+        accepts (the others make no row in the format that asks); with shard, a part of them."""
         group: list[Answer] = []
-        async for answer in self._answers(since_ms, room, refused, wanted):
+        async for answer in self._answers(since_ms, room, refused, wanted, shard):
             if group and _question(group[0]) != _question(answer):
                 yield group
                 group = []
@@ -160,10 +164,10 @@ class ExportSource:
             yield group
 
     async def _answers(
-        self, since_ms: int, room: str | None, refused: bool, wanted: Wanted | None
+        self, since_ms: int, room: str | None, refused: bool, wanted: Wanted | None, shard: Shard
     ) -> AsyncIterator[Answer]:
         held: list[aiosqlite.Row] = []
-        async for batch in self.reader.finished_answers(since_ms, room, refused):
+        async for batch in self.reader.finished_answers(since_ms, room, refused, shard):
             rows = held + batch
             # the last question may go on in the next batch: held back, to be judged whole
             cut = len(rows)
@@ -390,11 +394,7 @@ def _row_answer(row: aiosqlite.Row) -> Key:
 
 def _once_each(labels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One person's label on an answer counts once, however many reactions carried it."""
-    seen: set[tuple[str, str]] = set()
-    kept = []
+    first: dict[tuple[str, str], dict[str, Any]] = {}
     for label in labels:
-        key = (label["sender"], label["label"])
-        if key not in seen:
-            seen.add(key)
-            kept.append(label)
-    return kept
+        first.setdefault((label["sender"], label["label"]), label)
+    return list(first.values())

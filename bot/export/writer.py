@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -15,10 +14,11 @@ from typing import TextIO
 from bot import paths
 from bot.config import MIN_PSEUDONYM_SECRET, DataSettings, Settings
 from bot.errors import OperatorError, UsageError
-from bot.export.formats import BUILDERS, REFUSAL_FORMATS, WANTED, RowMaker
+from bot.export.formats import REFUSAL_FORMATS, WANTED, RowMaker
+from bot.export.lines import lines_of
 from bot.export.privacy import NameMask, Pseudonyms
 from bot.export.source import ExportSource
-from bot.storage.export_reader import SchemaMismatch, SqliteExportReader
+from bot.storage.export_reader import SchemaMismatch, Shard, SqliteExportReader
 from bot.texts import PromptTexts
 
 # never through a link, never over a file already there: whoever can write in the folder must
@@ -36,6 +36,7 @@ class ExportRequest:
     out: Path
     since_ms: int = 0
     room: str | None = None
+    shard: Shard = (None, None)  # all the questions unless a part of a split export
 
 
 # what writes the rows out: JSONL here (_write), a Hugging Face dataset folder in bot.export.hf,
@@ -59,6 +60,15 @@ async def export(
 ) -> int:
     """Write the rows (as JSONL unless another write is given); return how many. Nothing
     unconsented or erased is ever written."""
+    database, secret = checked(settings, request)
+    try:
+        return await _export(settings, request, progress, database, secret, write or _write)
+    except sqlite3.DatabaseError as exc:  # a damaged or foreign file where the database should be
+        raise OperatorError(f"cannot read the database: {exc}") from None
+
+
+def checked(settings: Settings, request: ExportRequest) -> tuple[Path, str]:
+    """The database and the pseudonyms' key, once the export is known to be allowed."""
     data = settings.data
     if data.collection == "off":
         raise ExportError('data collection is off (data.collection = "off"): nothing to export')
@@ -68,10 +78,7 @@ async def export(
         raise ExportError(f"no database at {database}: check data_dir")
     if not request.out.parent.is_dir():
         raise ExportError(f"folder {request.out.parent} does not exist")
-    try:
-        return await _export(settings, request, progress, database, secret, write or _write)
-    except sqlite3.DatabaseError as exc:  # a damaged or foreign file where the database should be
-        raise OperatorError(f"cannot read the database: {exc}") from None
+    return database, secret
 
 
 async def _export(
@@ -83,7 +90,7 @@ async def _export(
     write: Write,
 ) -> int:
     data = settings.data
-    reader = await _open(database)
+    reader = await open_reader(database)
     try:
         source = ExportSource(
             reader,
@@ -106,12 +113,16 @@ async def _export(
         count = await write(source, maker, request, progress)
     finally:
         await reader.close()
-    if progress is not None:
-        progress.write(f"\r{count} rows written to {request.out}\n")
+    done(progress, count, request)
     return count
 
 
-async def _open(database: Path) -> SqliteExportReader:
+def done(progress: TextIO | None, count: int, request: ExportRequest) -> None:
+    if progress is not None:
+        progress.write(f"\r{count} rows written to {request.out}\n")
+
+
+async def open_reader(database: Path) -> SqliteExportReader:
     """The export reads the database without upgrading it: the bot does that when it starts."""
     try:
         return await SqliteExportReader.open(database)
@@ -126,32 +137,11 @@ async def _write(
     source: ExportSource, maker: RowMaker, request: ExportRequest, progress: TextIO | None
 ) -> int:
     """Rows into OUT.part, renamed to OUT once whole: a reader never sees half an export."""
-    temporary = request.out.with_name(request.out.name + ".part")
-    try:
-        fd = os.open(temporary, PART_FLAGS, 0o600)
-    except FileExistsError:
-        raise ExportError(
-            f"{temporary} already exists (another export under way, or a leftover): remove it"
-        ) from None
-    except OSError as exc:
-        raise ExportError(f"cannot create {temporary}: {exc.strerror}") from None
-    build, count = BUILDERS[request.format], 0
-    refused = request.format in REFUSAL_FORMATS
-    # json.dumps(row, ensure_ascii=False) without making an encoder for every row
-    encode = json.JSONEncoder(ensure_ascii=False).encode
+    temporary = part_path(request.out)
+    fd = create_part(temporary)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            shown = time.monotonic()
-            wanted = WANTED.get(request.format)
-            async for group in source.questions(request.since_ms, request.room, refused, wanted):
-                # a question's rows in one write: a few, or one per vote in Open WebUI
-                lines = [encode(row) + "\n" for row in build(maker, group)]
-                out.write("".join(lines))
-                count += len(lines)
-                if progress is not None and time.monotonic() - shown > 0.5:
-                    progress.write(f"\r{count} rows written")
-                    progress.flush()
-                    shown = time.monotonic()
+            count = await write_rows(source, maker, request, out, _shown(progress))
         os.replace(temporary, request.out)
     except OSError as exc:
         raise ExportError(f"cannot write {request.out}: {exc.strerror}") from None
@@ -159,6 +149,55 @@ async def _write(
         # only the file this export made: never one that was there before it
         temporary.unlink(missing_ok=True)
     return count
+
+
+def part_path(out: Path, shard: int | None = None) -> Path:
+    return out.with_name(f"{out.name}.part" + ("" if shard is None else f".{shard}"))
+
+
+def create_part(path: Path) -> int:
+    try:
+        return os.open(path, PART_FLAGS, 0o600)
+    except FileExistsError:
+        raise ExportError(
+            f"{path} already exists (another export under way, or a leftover): remove it"
+        ) from None
+    except OSError as exc:
+        raise ExportError(f"cannot create {path}: {exc.strerror}") from None
+
+
+async def write_rows(
+    source: ExportSource,
+    maker: RowMaker,
+    request: ExportRequest,
+    out: TextIO,
+    written: Callable[[int], None],
+) -> int:
+    """The rows of the request's questions into out; written is told the count as it grows."""
+    make, count = lines_of(request.format), 0
+    refused = request.format in REFUSAL_FORMATS
+    wanted = WANTED.get(request.format)
+    questions = source.questions(request.since_ms, request.room, refused, wanted, request.shard)
+    async for group in questions:
+        # a question's rows in one write: a few, or one per vote in Open WebUI
+        lines = make(maker, group)
+        out.write("".join(lines))
+        count += len(lines)
+        written(count)
+    return count
+
+
+def _shown(progress: TextIO | None) -> Callable[[int], None]:
+    shown = time.monotonic()
+
+    def written(count: int) -> None:
+        nonlocal shown
+        if progress is not None and time.monotonic() - shown > 0.5:
+            progress.write(f"\r{count} rows written")
+            progress.flush()
+            shown = time.monotonic()
+
+    return written
 
 
 def progress_stream() -> TextIO | None:

@@ -14,6 +14,9 @@ from bot.storage.database import migrations, schema_version
 
 BATCH = 500
 Key = tuple[str, str]  # (room id, event id)
+# the questions (room id, question event id) of one part of a split export: from the first
+# (included, None: from the start) to the second (excluded, None: to the end)
+Shard = tuple[Key | None, Key | None]
 # tables the export reads by (room id, event id), and the column that holds the event id
 KEYED = {
     "messages": "event_id",
@@ -52,6 +55,18 @@ _ANSWERS = "a.status IN ('complete', 'cut') AND a.refusal IS NULL AND a.answer_e
 # refusals shown to a person: before the model (status error, no model call) or in place of an
 # answer the model wrote (complete or cut)
 _REFUSALS = "a.status IN ('complete', 'cut', 'error') AND a.refusal IS NOT NULL"
+
+
+def _finished(refused: bool) -> str:
+    return (
+        f"{_REFUSALS if refused else _ANSWERS} AND a.erased_at IS NULL AND a.text IS NOT NULL "
+        "AND r.collection = 1 AND a.collected = 1 AND a.question_ts >= ? "
+        "AND (? IS NULL OR a.room_id = ?)"
+    )
+
+
+def _bound(key: Key | None) -> tuple[str | None, str | None, str | None]:
+    return (None, None, None) if key is None else (key[0], key[0], key[1])
 
 
 class SchemaMismatch(Exception):
@@ -100,21 +115,47 @@ class SqliteExportReader:
                 yield row
 
     async def finished_answers(
-        self, since_ms: int, room: str | None, refused: bool = False
+        self, since_ms: int, room: str | None, refused: bool = False, shard: Shard = (None, None)
     ) -> AsyncIterator[list[aiosqlite.Row]]:
         """Answers that may be exported, in batches, siblings of a question together: the
-        model's answers, or (refused) the refusals shown instead of one."""
+        model's answers, or (refused) the refusals shown instead of one; with shard, only the
+        questions from its first key (included) to its last (excluded)."""
+        start, stop = shard
         query = (
             "SELECT a.*, r.lang AS room_lang FROM answers a JOIN rooms r ON r.room_id = a.room_id "
-            f"WHERE {_REFUSALS if refused else _ANSWERS} AND a.erased_at IS NULL "
-            "AND a.text IS NOT NULL AND r.collection = 1 "
-            "AND a.collected = 1 AND a.question_ts >= ? AND (? IS NULL OR a.room_id = ?) "
+            f"WHERE {_finished(refused)} AND (? IS NULL OR (a.room_id, a.question_event_id) >= "
+            "(?, ?)) AND (? IS NULL OR (a.room_id, a.question_event_id) < (?, ?)) "
             "ORDER BY a.room_id, a.question_event_id, a.sibling"
         )
-        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
+        bounds = [*_bound(start), *_bound(stop)]
+        async with self.conn.execute(query, (since_ms, room, room, *bounds)) as cursor:
             # a batch a trip to the database's thread (iterating the cursor takes 64 rows a trip)
             while batch := list(await cursor.fetchmany(BATCH)):
                 yield batch
+
+    async def count_questions(self, since_ms: int, room: str | None, refused: bool) -> int:
+        """How many questions finished_answers reads."""
+        query = (
+            "SELECT COUNT(*) FROM (SELECT DISTINCT a.room_id, a.question_event_id FROM answers a "
+            f"JOIN rooms r ON r.room_id = a.room_id WHERE {_finished(refused)})"
+        )
+        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row is not None else 0
+
+    async def question_keys(
+        self, since_ms: int, room: str | None, refused: bool
+    ) -> AsyncIterator[Key]:
+        """The keys of the questions finished_answers reads, in its order."""
+        query = (
+            "SELECT DISTINCT a.room_id, a.question_event_id FROM answers a "
+            f"JOIN rooms r ON r.room_id = a.room_id WHERE {_finished(refused)} "
+            "ORDER BY a.room_id, a.question_event_id"
+        )
+        async with self.conn.execute(query, (since_ms, room, room)) as cursor:
+            while batch := await cursor.fetchmany(BATCH * 10):
+                for row in batch:
+                    yield (row[0], row[1])
 
     async def policy(self, sha256: str) -> str | None:
         """The operators' policy text an answer's model read first, by its hash."""
