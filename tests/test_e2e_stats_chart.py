@@ -17,9 +17,8 @@ from tests.support.matrix_user import answer_to, eventually, final_answer, origi
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-async def voted_then_stats(alice: Any, bot: Any, room: str) -> tuple[str, list[dict[str, Any]]]:
-    """One answer with a 👍, then `!lucie stats`; the command's id and the bot's messages after
-    it, once the chart has arrived."""
+async def voted(alice: Any, bot: Any, room: str) -> str:
+    """One answer with a 👍 the bot has counted; the answer's id."""
     asked = await alice.send(room, "Lucie, une question ?", mentions=[bot.user_id])
     await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), 60)
     answer = answer_to(alice.events[room], bot.user_id, asked)["event_id"]
@@ -29,6 +28,13 @@ async def voted_then_stats(alice: Any, bot: Any, room: str) -> tuple[str, list[d
         return bool(await bot.query("SELECT 1 FROM votes WHERE answer_event_id = ?", answer))
 
     assert await eventually(counted)
+    return answer
+
+
+async def voted_then_stats(alice: Any, bot: Any, room: str) -> tuple[str, list[dict[str, Any]]]:
+    """One answer with a 👍, then `!lucie stats`; the command's id and the bot's messages after
+    it, once the chart has arrived."""
+    await voted(alice, bot, room)
     command = await alice.send(room, "!lucie stats")
 
     def after_command(events: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

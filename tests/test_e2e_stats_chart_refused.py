@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from tests.conftest import invite_bot
-from tests.support.matrix_user import answer_to, eventually, final_answer, notices, originals
+from tests.support.matrix_user import eventually, final_answer, notices, originals
 from tests.support.synapse import Synapse
+from tests.test_e2e_stats_chart import voted
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +34,7 @@ async def test_a_refused_upload_keeps_the_text_and_the_bot_goes_on(make_user, st
     bot = start_bot()
     alice = await make_user("alice")
     room = await invite_bot(alice, bot)
-    asked = await alice.send(room, "Lucie, une question ?", mentions=[bot.user_id])
-    await alice.wait_for(room, lambda ev: final_answer(ev, bot.user_id, asked), 60)
-    answer = answer_to(alice.events[room], bot.user_id, asked)["event_id"]
-    await alice.react(room, answer, "\U0001f44d")
-
-    async def counted() -> bool:
-        return bool(await bot.query("SELECT 1 FROM votes WHERE answer_event_id = ?", answer))
-
-    assert await eventually(counted)
+    await voted(alice, bot, room)
     seen = len(notices(alice.events[room], bot.user_id))
     await alice.send(room, "!lucie stats")
     stats = await alice.wait_for(
