@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from bot.config import Settings
 from bot.export import FORMATS
-from bot.export.formats import BUILDERS, REFUSAL_FORMATS, Row, RowMaker
+from bot.export.formats import BUILDERS, REFUSAL_FORMATS, WANTED, Row, RowMaker
 from bot.export.hf_card import CardContext, Tally, card
 from bot.export.source import ExportSource
 from bot.export.writer import PART_FLAGS, ExportError, ExportRequest, export
@@ -226,7 +226,9 @@ async def _write_config(
     build, batch = BUILDERS[name], []
     refused = name in REFUSAL_FORMATS
     with pq.ParquetWriter(out, SCHEMAS[name]) as parquet:
-        async for group in source.questions(request.since_ms, request.room, refused):
+        # as the JSONL export: no context read for a question that can make no row here
+        questions = source.questions(request.since_ms, request.room, refused, WANTED.get(name))
+        async for group in questions:
             for row in build(maker, group):
                 tally.add(name, row)  # before as_record: the tally reads the row as built
                 batch.append(as_record(name, row))

@@ -129,7 +129,7 @@ class Webhook:
         if len(secret_text.strip()) < MIN_PSEUDONYM_SECRET:
             raise ConfigError(
                 "webhook.url needs data.pseudonym_secret (at least "
-                f"{MIN_PSEUDONYM_SECRET} characters): events carry the export's pseudonyms"
+                f"{MIN_PSEUDONYM_SECRET} characters): the events' pseudonyms are derived from it"
             )
         if webhook.secret is not None and webhook.secret.get_secret_value() == secret_text:
             # also refused when the settings load; here for settings made in code
